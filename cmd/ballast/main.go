@@ -1,0 +1,130 @@
+// Command ballast runs a Ballast member, an etcd v3-compatible key-value
+// server, or one of its operator sub-commands.
+//
+//	ballast [etcd flags]     run a member (no flags: a single-node cluster)
+//	ballast bench ...        the load generator behind docs/benchmarks.md
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/ballast-kv/ballast/cmd/internal/bench"
+	"github.com/ballast-kv/ballast/server"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "bench" {
+		os.Exit(bench.Main(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ballast:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	s, err := server.New(cfg)
+	if err != nil {
+		cfg.Logger.Error("cannot start", "err", err)
+		os.Exit(1)
+	}
+	if err := s.Run(ctx); err != nil {
+		cfg.Logger.Error("stopped with error", "err", err)
+		os.Exit(1)
+	}
+	cfg.Logger.Info("stopped")
+}
+
+// unsupported are etcd flags whose concept Ballast does not have yet; using
+// one is an error that names it, never silently ignored.
+var unsupported = []string{
+	"cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls",
+	"peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-client-cert-auth", "peer-auto-tls",
+	"auth-token", "listen-metrics-urls", "discovery", "discovery-srv", "proxy", "enable-v2",
+	"enable-pprof", "force-new-cluster", "max-snapshots", "max-wals", "strict-reconfig-check",
+	"experimental-initial-corrupt-check", "unsafe-no-fsync",
+}
+
+func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
+	cfg := server.DefaultConfig()
+	cfg.ListenClientURLs = []string{"http://127.0.0.1:2379"}
+	cfg.AdvertiseClientURLs = []string{"http://127.0.0.1:2379"}
+	cfg.ListenPeerURLs = []string{"http://127.0.0.1:2380"}
+	cfg.InitialAdvertisePeerURLs = []string{"http://127.0.0.1:2380"}
+
+	fs := flag.NewFlagSet("ballast", flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	urls := func(name string, dst *[]string, usage string) {
+		fs.Func(name, usage+fmt.Sprintf(" (default %q)", strings.Join(*dst, ",")), func(v string) error {
+			*dst = strings.Split(v, ",")
+			return nil
+		})
+	}
+	fs.StringVar(&cfg.Name, "name", cfg.Name, "human-readable name for this member")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "path to the data directory (default ${name}.ballast)")
+	urls("listen-client-urls", &cfg.ListenClientURLs, "URLs to listen on for client traffic")
+	urls("advertise-client-urls", &cfg.AdvertiseClientURLs, "client URLs to advertise to the cluster")
+	urls("listen-peer-urls", &cfg.ListenPeerURLs, "URLs to listen on for peer traffic")
+	urls("initial-advertise-peer-urls", &cfg.InitialAdvertisePeerURLs, "peer URLs to advertise to the cluster")
+	fs.StringVar(&cfg.InitialCluster, "initial-cluster", "", "initial cluster configuration, name=url,... (default ${name}=${initial-advertise-peer-urls})")
+	fs.StringVar(&cfg.InitialClusterState, "initial-cluster-state", cfg.InitialClusterState, "new or existing")
+	fs.StringVar(&cfg.InitialClusterToken, "initial-cluster-token", cfg.InitialClusterToken, "initial cluster token")
+	var heartbeatMS, electionMS uint
+	fs.UintVar(&heartbeatMS, "heartbeat-interval", uint(cfg.HeartbeatInterval.Milliseconds()), "time (in milliseconds) of a heartbeat interval")
+	fs.UintVar(&electionMS, "election-timeout", uint(cfg.ElectionTimeout.Milliseconds()), "time (in milliseconds) for an election to timeout")
+	fs.Uint64Var(&cfg.SnapshotCount, "snapshot-count", cfg.SnapshotCount, "number of committed transactions to trigger a snapshot")
+	fs.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", cfg.MaxRequestBytes, "maximum client request size in bytes the server will accept")
+	fs.IntVar(&cfg.MaxTxnOps, "max-txn-ops", cfg.MaxTxnOps, "maximum number of operations permitted in a transaction")
+	fs.Int64Var(&cfg.QuotaBackendBytes, "quota-backend-bytes", cfg.QuotaBackendBytes, "raise alarms when backend size exceeds the given quota")
+	fs.StringVar(&cfg.AutoCompactionMode, "auto-compaction-mode", cfg.AutoCompactionMode, "periodic or revision")
+	fs.StringVar(&cfg.AutoCompactionRetention, "auto-compaction-retention", "0", "auto compaction retention: hours or a duration (periodic), revisions (revision); 0 disables")
+	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "duration of periodic watch progress notifications")
+	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "experimental-watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "deprecated alias of --watch-progress-notify-interval")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	configFile := fs.String("config-file", "", "path to an etcd-style YAML configuration file; flags are then ignored, as in etcd")
+	for _, name := range unsupported {
+		fs.Func(name, "not supported by Ballast yet", func(string) error {
+			return fmt.Errorf("etcd flag --%s is not supported by Ballast yet", name)
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, rewordFlagError(err)
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q (sub-commands: bench)", fs.Arg(0))
+	}
+	if *configFile != "" {
+		if err := applyConfigFile(fs, *configFile); err != nil {
+			return cfg, err
+		}
+	}
+	cfg.HeartbeatInterval = msDuration(heartbeatMS)
+	cfg.ElectionTimeout = msDuration(electionMS)
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return cfg, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return cfg, nil
+}
+
+
+func rewordFlagError(err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		return fmt.Errorf("unknown flag %s", "-"+name)
+	}
+	return err
+}

@@ -1,0 +1,142 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseInterspersed(t *testing.T) {
+	tests := []struct {
+		args    []string
+		pos     []string
+		cons    string
+		total   int
+		wantErr bool
+	}{
+		{args: []string{"foo"}, pos: []string{"foo"}, cons: "l", total: 1},
+		{args: []string{"foo", "--consistency", "s"}, pos: []string{"foo"}, cons: "s", total: 1},
+		{args: []string{"--total=5", "a", "b", "--consistency=s"}, pos: []string{"a", "b"}, cons: "s", total: 5},
+		{args: []string{"a", "--total", "7", "b"}, pos: []string{"a", "b"}, cons: "l", total: 7},
+		{args: []string{"--", "-weird-key", "--total=3"}, pos: []string{"-weird-key", "--total=3"}, cons: "l", total: 1},
+		{args: []string{"a", "--nope"}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			cons := fs.String("consistency", "l", "")
+			total := fs.Int("total", 1, "")
+			pos, err := parseInterspersed(fs, tt.args)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if tt.wantErr {
+				return
+			}
+			if !slices.Equal(pos, tt.pos) || *cons != tt.cons || *total != tt.total {
+				t.Fatalf("got pos=%q consistency=%q total=%d", pos, *cons, *total)
+			}
+		})
+	}
+}
+
+// closedPort returns a 127.0.0.1 address nothing listens on.
+func closedPort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func TestMainUsageAndErrors(t *testing.T) {
+	down := closedPort(t)
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"no workload", nil, 2, "Workloads:"},
+		{"unknown workload", []string{"frobnicate"}, 2, `unknown workload "frobnicate"`},
+		{"help", []string{"-h"}, 0, "Workloads:"},
+		{"workload help", []string{"put", "-h"}, 0, "-sequential-keys"},
+		{"bad format", []string{"-w", "yaml", "put"}, 2, "-w must be table or json"},
+		{"range needs a key", []string{"range"}, 2, "Usage: ballast bench [global flags] range"},
+		{"range bad consistency", []string{"--endpoints", down, "range", "k", "--consistency", "x"}, 2, "--consistency must be l or s"},
+		{"key space too big for key", []string{"put", "--key-size", "1", "--key-space-size", "1000"}, 2, "too small"},
+		{"txn-ops over key space", []string{"txn-put", "--txn-ops", "5", "--key-space-size", "2"}, 2, "larger than --key-space-size"},
+		{"server down, global flag before", []string{"--endpoints", down, "--dial-timeout", "300ms", "put"}, 1, "probe " + down},
+		{"server down, global flag after", []string{"put", "--endpoints", down, "--dial-timeout=300ms"}, 1, "probe " + down},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := Main(tt.args, &out, &errb)
+			if code != tt.code {
+				t.Errorf("exit code %d, want %d; stderr:\n%s", code, tt.code, errb.String())
+			}
+			if !strings.Contains(errb.String(), tt.stderr) {
+				t.Errorf("stderr does not contain %q:\n%s", tt.stderr, errb.String())
+			}
+			if out.Len() != 0 {
+				t.Errorf("unexpected stdout: %s", out.String())
+			}
+		})
+	}
+}
+
+func TestWriteResult(t *testing.T) {
+	h := NewHistogram()
+	for i := 1; i <= 100; i++ {
+		h.Record(msDur(float64(i)))
+	}
+	r := &Result{Workload: "put", Ops: 100, Latency: "request", Params: map[string]string{"clients": "1"}}
+	r.setRate(2e9)
+	r.fillLatency(h)
+	r.extra("pages", 3)
+
+	var js bytes.Buffer
+	if err := writeResult(&js, r, "json"); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Count(js.Bytes(), []byte("\n")) != 1 {
+		t.Fatalf("json output is not one line: %q", js.String())
+	}
+	var m map[string]any
+	if err := json.Unmarshal(js.Bytes(), &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"workload", "ops", "duration", "ops_per_sec", "p50_ms", "p90_ms", "p99_ms", "max_ms", "errors"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("json lacks %q: %s", k, js.String())
+		}
+	}
+	if m["ops_per_sec"] != 50.0 || m["duration"] != 2.0 || m["max_ms"] != 100.0 {
+		t.Errorf("ops_per_sec/duration/max_ms = %v/%v/%v", m["ops_per_sec"], m["duration"], m["max_ms"])
+	}
+	if p := m["p50_ms"].(float64); p < 49.5 || p > 50.5 {
+		t.Errorf("p50_ms = %v", p)
+	}
+
+	var tb bytes.Buffer
+	if err := writeResult(&tb, r, "table"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"put: clients=1", "ops/s", "p99 ms", "50.0", "pages"} {
+		if !strings.Contains(tb.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, tb.String())
+		}
+	}
+}
+
+func msDur(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }

@@ -1,0 +1,250 @@
+package mvcc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"hash/crc32"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/ballast-kv/ballast/store"
+)
+
+// compactor removes superseded versions at or below the compaction revision
+// in the background, in bounded batches. Compact's apply only records the
+// revision: reads below it fail at once, and reads at or above it never look
+// at what the compactor removes, so physical progress can differ between
+// members without changing any answer or hash.
+type compactor struct {
+	s      *Store
+	kickCh chan struct{}
+	stopCh chan struct{}
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	done   int64         // physically compacted up to here
+	doneCh chan struct{} // closed and replaced when done advances
+}
+
+var metaCompactDone = metaKey("compact-done")
+
+// compactChunk bounds the event-log entries examined per batch.
+const compactChunk = 10000
+
+func newCompactor(s *Store) *compactor {
+	c := &compactor{s: s, kickCh: make(chan struct{}, 1), stopCh: make(chan struct{}), doneCh: make(chan struct{}), done: -1}
+	if b, err := store.GetCopy(s.db, metaCompactDone); err == nil && len(b) == 8 {
+		c.done = int64(store.Uint64(b))
+	}
+	c.wg.Add(1)
+	go c.run()
+	c.kick()
+	return c
+}
+
+func (c *compactor) kick() {
+	select {
+	case c.kickCh <- struct{}{}:
+	default:
+	}
+}
+
+func (c *compactor) close() {
+	select {
+	case <-c.stopCh:
+	default:
+		close(c.stopCh)
+	}
+	c.wg.Wait()
+}
+
+func (c *compactor) run() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.stopCh:
+			return
+		case <-c.kickCh:
+		}
+		for {
+			target := c.s.CompactRev()
+			c.mu.Lock()
+			done := c.done
+			c.mu.Unlock()
+			if target <= done {
+				break
+			}
+			next, err := c.step(done, target)
+			if err != nil {
+				c.s.log.Error("compaction failed", "err", err)
+				break
+			}
+			c.mu.Lock()
+			c.done = next
+			close(c.doneCh)
+			c.doneCh = make(chan struct{})
+			c.mu.Unlock()
+			select {
+			case <-c.stopCh:
+				return
+			default:
+			}
+		}
+	}
+}
+
+// step compacts the keys written in (done, target], at most compactChunk
+// event-log entries of them, and returns how far it got.
+func (c *compactor) step(done, target int64) (int64, error) {
+	snap := c.s.db.NewSnapshot()
+	defer snap.Close()
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: revKey(Rev{Main: max(done+1, 0)}), UpperBound: revKey(Rev{Main: target + 1})})
+	if err != nil {
+		return done, err
+	}
+	seen := map[string]bool{}
+	reached := target
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		r := decodeRevKey(it.Key())
+		if n >= compactChunk && r.Sub == 0 {
+			reached = r.Main - 1
+			break
+		}
+		n++
+		rec, err := decodeRecord(it.Value())
+		if err != nil {
+			it.Close()
+			return done, err
+		}
+		seen[string(rec.Key)] = true
+	}
+	if err := it.Close(); err != nil {
+		return done, err
+	}
+	b := c.s.db.NewBatch()
+	defer b.Close()
+	for k := range seen {
+		if err := compactKey(snap, b, []byte(k), target); err != nil {
+			return done, err
+		}
+	}
+	b.Set(metaCompactDone, store.AppendUint64(nil, uint64(reached)), nil)
+	return reached, b.Commit(pebble.NoSync)
+}
+
+// compactKey deletes the versions of key at or below target except the
+// newest, which is also deleted when it is a tombstone below target.
+func compactKey(r pebble.Reader, b *pebble.Batch, key []byte, target int64) error {
+	p := versionPrefix(key)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: store.PrefixEnd(p)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	first := true
+	for ok := it.SeekGE(append(append([]byte(nil), p...), store.AppendUint64(nil, ^uint64(target))...)); ok; ok = it.Next() {
+		_, rev, err := decodeVersionKey(it.Key())
+		if err != nil {
+			return err
+		}
+		keep := first && (it.Value()[0] == versionPut || rev.Main == target)
+		first = false
+		if !keep {
+			b.Delete(append([]byte(nil), it.Key()...), nil)
+			b.Delete(revKey(rev), nil)
+		}
+	}
+	return it.Error()
+}
+
+// WaitCompacted blocks until compaction at rev is physically done.
+func (s *Store) WaitCompacted(ctx context.Context, rev int64) error {
+	c := s.compactor
+	for {
+		c.mu.Lock()
+		done, ch := c.done, c.doneCh
+		c.mu.Unlock()
+		if done >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.stopCh:
+			return ErrClosed
+		}
+	}
+}
+
+// HashKV hashes the logical key-value history up to rev (0: current): every
+// version after the compaction revision, and the version of each key that
+// compaction keeps. It is the same on every member whatever their physical
+// compaction progress. It returns the hash, the compaction revision, the
+// revision hashed and the current revision.
+func (s *Store) HashKV(rev int64) (hash uint32, compactRev, hashRev, curRev int64, err error) {
+	v, release := s.readView()
+	defer release()
+	if rev > 0 && rev < v.compactRev {
+		return 0, 0, 0, 0, ErrCompacted
+	}
+	if rev > v.rev {
+		return 0, 0, 0, 0, ErrFutureRev
+	}
+	if rev <= 0 {
+		rev = v.rev
+	}
+	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	h.Write([]byte("key"))
+	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: []byte{store.PrefixRevision}, UpperBound: revKey(Rev{Main: rev + 1})})
+	if err != nil {
+		return 0, 0, 0, 0, err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		r := decodeRevKey(it.Key())
+		if r.Main <= v.compactRev {
+			kept, err := v.keptAt(it.Value(), r, v.compactRev)
+			if err != nil {
+				return 0, 0, 0, 0, err
+			}
+			if !kept {
+				continue
+			}
+		}
+		h.Write(it.Key())
+		h.Write(it.Value())
+	}
+	return h.Sum32(), v.compactRev, rev, v.rev, it.Error()
+}
+
+// keptAt reports whether the event at r survives a compaction at target.
+func (v *view) keptAt(recBytes []byte, r Rev, target int64) (bool, error) {
+	rec, err := decodeRecord(recBytes)
+	if err != nil {
+		return false, err
+	}
+	p := versionPrefix(rec.Key)
+	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: store.PrefixEnd(p)})
+	if err != nil {
+		return false, err
+	}
+	defer it.Close()
+	if !it.SeekGE(append(append([]byte(nil), p...), store.AppendUint64(nil, ^uint64(target))...)) {
+		return false, it.Error()
+	}
+	_, newest, err := decodeVersionKey(it.Key())
+	if err != nil {
+		return false, err
+	}
+	if newest != r {
+		return false, nil
+	}
+	return it.Value()[0] == versionPut || r.Main == target, nil
+}
+
+var _ = errors.Is
+var _ = bytes.Equal

@@ -1,0 +1,240 @@
+package mvcc
+
+import (
+	"bytes"
+	"errors"
+	"math"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/ballast-kv/ballast/store"
+)
+
+// view reads the state as of one moment: r is a Pebble snapshot when
+// serving, or the indexed batch of the apply in progress.
+type view struct {
+	r          pebble.Reader
+	rev        int64 // current revision as seen by this view
+	compactRev int64 // -1 before the first compaction
+}
+
+// RangeOptions narrows a range read; zero values mean "all at current".
+type RangeOptions struct {
+	Rev       int64 // 0: current
+	Limit     int64 // 0: no limit
+	CountOnly bool
+	KeysOnly  bool // key, create, mod and version only (etcd's fast path)
+}
+
+// RangeResult is a store-level range: Count is every live key in the
+// range at Rev, regardless of Limit.
+type RangeResult struct {
+	KVs   []*mvccpb.KeyValue
+	Count int64
+	Rev   int64 // the view's current revision (what etcd reports)
+}
+
+// bounds turns etcd's (key, range_end) into a half-open interval over keys:
+// end nil means the single key; empty end means every key >= key.
+func gteEnd(end []byte) []byte {
+	if len(end) == 1 && end[0] == 0 {
+		return []byte{}
+	}
+	return end
+}
+
+func (v *view) checkRev(rev int64) (int64, error) {
+	if rev > v.rev {
+		return 0, ErrFutureRev
+	}
+	if rev <= 0 {
+		rev = v.rev
+	}
+	if rev < v.compactRev {
+		return 0, ErrCompacted
+	}
+	return rev, nil
+}
+
+// Range reads [key, end) at opts.Rev. end follows gteEnd's convention.
+func (v *view) Range(key, end []byte, opts RangeOptions) (*RangeResult, error) {
+	rev, err := v.checkRev(opts.Rev)
+	if err != nil {
+		return nil, err
+	}
+	res := &RangeResult{Rev: v.rev}
+	limit := opts.Limit
+	if limit <= 0 || opts.CountOnly {
+		limit = math.MaxInt64
+		if opts.CountOnly {
+			limit = 0
+		}
+	}
+	emit := func(kv *mvccpb.KeyValue) {
+		res.Count++
+		if int64(len(res.KVs)) < limit {
+			res.KVs = append(res.KVs, kv)
+		}
+	}
+	if rev == v.rev {
+		err = v.rangeLatest(key, end, limit, opts, &res.Count, &res.KVs)
+	} else {
+		err = v.rangeAt(key, end, rev, opts, emit)
+	}
+	return res, err
+}
+
+// rangeLatest scans l/: one entry per live key, in key order.
+func (v *view) rangeLatest(key, end []byte, limit int64, opts RangeOptions, count *int64, kvs *[]*mvccpb.KeyValue) error {
+	if end == nil {
+		m, ok, err := getMeta(v.r, key)
+		if err != nil || !ok {
+			return err
+		}
+		*count = 1
+		if limit > 0 {
+			kv, err := v.kvFromMeta(key, m, opts.KeysOnly)
+			if err != nil {
+				return err
+			}
+			*kvs = append(*kvs, kv)
+		}
+		return nil
+	}
+	upper := store.PrefixEnd([]byte{store.PrefixLatest})
+	if len(end) > 0 {
+		if bytes.Compare(end, key) <= 0 {
+			return nil
+		}
+		upper = latestKey(end)
+	}
+	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: latestKey(key), UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		*count++
+		if int64(len(*kvs)) >= limit {
+			continue
+		}
+		m, err := decodeMeta(it.Value())
+		if err != nil {
+			return err
+		}
+		kv, err := v.kvFromMeta(append([]byte(nil), it.Key()[1:]...), m, opts.KeysOnly)
+		if err != nil {
+			return err
+		}
+		*kvs = append(*kvs, kv)
+	}
+	return it.Error()
+}
+
+func (v *view) kvFromMeta(key []byte, m meta, keysOnly bool) (*mvccpb.KeyValue, error) {
+	kv := &mvccpb.KeyValue{Key: key, CreateRevision: m.Create, ModRevision: m.Mod.Main, Version: m.Version}
+	if keysOnly {
+		return kv, nil
+	}
+	kv.Lease = m.Lease
+	rec, err := v.record(m.Mod)
+	if err != nil {
+		return nil, err
+	}
+	kv.Value = append([]byte(nil), rec.Value...)
+	return kv, nil
+}
+
+// record reads the event log entry at r.
+func (v *view) record(r Rev) (record, error) {
+	b, err := store.GetCopy(v.r, revKey(r))
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return record{}, errCorrupt
+		}
+		return record{}, err
+	}
+	return decodeRecord(b)
+}
+
+// rangeAt scans the version index for the newest version of each key at or
+// below rev, skipping keys whose newest version there is a tombstone.
+func (v *view) rangeAt(key, end []byte, rev int64, opts RangeOptions, emit func(*mvccpb.KeyValue)) error {
+	lower := versionPrefix(key)
+	upper := []byte{store.PrefixVersion + 1}
+	switch {
+	case end == nil:
+		upper = store.PrefixEnd(lower)
+	case len(end) > 0:
+		if bytes.Compare(end, key) <= 0 {
+			return nil
+		}
+		upper = versionPrefix(end)
+	}
+	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	ok := it.First()
+	for ok {
+		k, r, err := decodeVersionKey(it.Key())
+		if err != nil {
+			return err
+		}
+		prefix := versionPrefix(k)
+		if r.Main > rev {
+			seek := append(append([]byte(nil), prefix...), store.AppendUint64(nil, ^uint64(rev))...)
+			ok = it.SeekGE(seek)
+			if ok && bytes.HasPrefix(it.Key(), prefix) && len(it.Key()) == len(prefix)+16 {
+				_, r, err = decodeVersionKey(it.Key())
+				if err != nil {
+					return err
+				}
+			} else {
+				r = Rev{}
+			}
+		}
+		if r.Main > 0 && ok && it.Value()[0] == versionPut {
+			if opts.CountOnly {
+				emit(nil)
+			} else {
+				rec, err := v.record(r)
+				if err != nil {
+					return err
+				}
+				kv := &mvccpb.KeyValue{Key: k, CreateRevision: rec.Create, ModRevision: r.Main, Version: rec.Version}
+				if !opts.KeysOnly {
+					kv.Lease = rec.Lease
+					kv.Value = append([]byte(nil), rec.Value...)
+				}
+				emit(kv)
+			}
+		}
+		ok = it.SeekGE(store.PrefixEnd(prefix))
+	}
+	return it.Error()
+}
+
+// kvAt returns key's version at rev, or nil if it did not exist then.
+func (v *view) kvAt(key []byte, rev int64) (*mvccpb.KeyValue, error) {
+	if rev < v.compactRev || rev <= 0 {
+		return nil, nil
+	}
+	var out *mvccpb.KeyValue
+	err := v.rangeAt(key, nil, rev, RangeOptions{}, func(kv *mvccpb.KeyValue) { out = kv })
+	return out, err
+}
+
+func getMeta(r pebble.Reader, key []byte) (meta, bool, error) {
+	b, err := store.GetCopy(r, latestKey(key))
+	if errors.Is(err, store.ErrNotFound) {
+		return meta{}, false, nil
+	}
+	if err != nil {
+		return meta{}, false, err
+	}
+	m, err := decodeMeta(b)
+	return m, err == nil, err
+}

@@ -1,0 +1,441 @@
+package mvcc
+
+import (
+	"bytes"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+)
+
+// WatchResponse is what the hub hands a watch stream: events of one or more
+// revisions for one watcher, a progress notification (no events), or a
+// cancellation because the watcher fell behind compaction.
+type WatchResponse struct {
+	WatchID         int64
+	Events          []*mvccpb.Event
+	Revision        int64 // header revision
+	CompactRevision int64
+}
+
+// streamBuffer bounds what a watch stream may have queued. A watcher whose
+// events do not fit is moved aside and later caught up from disk, so a slow
+// client never blocks writes or other watchers, and memory stays bounded.
+const streamBuffer = 256
+
+// catchUpRevs bounds how many revisions one catch-up response carries.
+const catchUpRevs = 1000
+
+// WatchStream groups the watchers of one client stream; ids are per stream.
+type WatchStream struct {
+	hub      *hub
+	ch       chan WatchResponse
+	watchers map[int64]*watcher // guarded by hub.mu
+	nextID   int64
+	closed   bool
+}
+
+type watcher struct {
+	id       int64
+	ws       *WatchStream
+	key, end []byte // end nil: one key; empty: every key >= key
+	minRev   int64  // next revision this watcher needs
+	prevKV   bool
+	noPut    bool
+	noDelete bool
+	synced   bool
+	start    int64
+}
+
+func (w *watcher) matches(key []byte) bool {
+	switch {
+	case w.end == nil:
+		return bytes.Equal(key, w.key)
+	case len(w.end) == 0:
+		return bytes.Compare(key, w.key) >= 0
+	}
+	return bytes.Compare(key, w.key) >= 0 && bytes.Compare(key, w.end) < 0
+}
+
+// filter returns the events w wants, or nil.
+func (w *watcher) filter(evs []*mvccpb.Event) []*mvccpb.Event {
+	var out []*mvccpb.Event
+	for _, ev := range evs {
+		if ev.Kv.ModRevision < w.minRev || !w.matches(ev.Kv.Key) {
+			continue
+		}
+		if (ev.Type == mvccpb.PUT && w.noPut) || (ev.Type == mvccpb.DELETE && w.noDelete) {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+type hub struct {
+	s        *Store
+	mu       sync.Mutex
+	rev      int64                        // last revision published to watchers
+	byKey    map[string]map[*watcher]bool // synced single-key watchers
+	ranges   map[*watcher]bool            // synced range watchers
+	unsynced map[*watcher]bool
+	kickCh   chan struct{}
+	stopCh   chan struct{}
+	wg       sync.WaitGroup
+}
+
+func newHub(s *Store) *hub {
+	h := &hub{
+		s: s, rev: s.rev,
+		byKey: map[string]map[*watcher]bool{}, ranges: map[*watcher]bool{}, unsynced: map[*watcher]bool{},
+		kickCh: make(chan struct{}, 1), stopCh: make(chan struct{}),
+	}
+	h.wg.Add(1)
+	go h.syncLoop()
+	return h
+}
+
+func (h *hub) close() {
+	select {
+	case <-h.stopCh:
+	default:
+		close(h.stopCh)
+	}
+	h.wg.Wait()
+}
+
+// NewWatchStream opens a stream of watchers.
+func (s *Store) NewWatchStream() *WatchStream {
+	return &WatchStream{hub: s.hub, ch: make(chan WatchResponse, streamBuffer), watchers: map[int64]*watcher{}}
+}
+
+// Chan delivers the stream's responses in order.
+func (ws *WatchStream) Chan() <-chan WatchResponse { return ws.ch }
+
+// WatchOptions are a watcher's filters.
+type WatchOptions struct {
+	PrevKV, NoPut, NoDelete bool
+}
+
+// Watch adds a watcher on [key, end) from startRev (0: from the next
+// revision). id 0 asks for the next free id. It returns the id and the
+// current revision for the created response.
+func (ws *WatchStream) Watch(id int64, key, end []byte, startRev int64, o WatchOptions) (int64, int64, error) {
+	h := ws.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(end) > 0 && bytes.Compare(key, end) >= 0 {
+		return -1, h.rev, ErrEmptyWatchRange
+	}
+	if id == 0 {
+		for ws.watchers[ws.nextID] != nil {
+			ws.nextID++
+		}
+		id = ws.nextID
+		ws.nextID++
+	} else if ws.watchers[id] != nil {
+		return -1, h.rev, ErrDuplicateWatch
+	}
+	w := &watcher{id: id, ws: ws, key: key, end: end, prevKV: o.PrevKV, noPut: o.NoPut, noDelete: o.NoDelete, start: startRev}
+	ws.watchers[id] = w
+	if startRev == 0 || startRev > h.rev {
+		w.minRev = max(h.rev+1, startRev)
+		h.addSynced(w)
+	} else {
+		w.minRev = startRev
+		h.unsynced[w] = true
+		h.kick()
+	}
+	return id, h.rev, nil
+}
+
+// Cancel removes watcher id; false if the stream has no such watcher.
+func (ws *WatchStream) Cancel(id int64) bool {
+	h := ws.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w := ws.watchers[id]
+	if w == nil {
+		return false
+	}
+	delete(ws.watchers, id)
+	h.remove(w)
+	return true
+}
+
+// Close removes every watcher of the stream.
+func (ws *WatchStream) Close() {
+	h := ws.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, w := range ws.watchers {
+		h.remove(w)
+	}
+	ws.watchers = map[int64]*watcher{}
+	ws.closed = true
+}
+
+// RequestProgress queues a progress notification (id -1 for the whole
+// stream) at the current revision, but only when the watchers concerned are
+// synced: a progress revision must never run ahead of undelivered events.
+// It reports whether one was queued.
+func (ws *WatchStream) RequestProgress(id int64) bool {
+	h := ws.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	check := func(w *watcher) bool { return w.synced && h.rev >= w.start }
+	if id == -1 {
+		if len(ws.watchers) == 0 {
+			return false
+		}
+		for _, w := range ws.watchers {
+			if !check(w) {
+				return false
+			}
+		}
+	} else if w := ws.watchers[id]; w == nil || !check(w) {
+		return false
+	}
+	select {
+	case ws.ch <- WatchResponse{WatchID: id, Revision: h.rev}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (h *hub) addSynced(w *watcher) {
+	w.synced = true
+	if w.end == nil {
+		m := h.byKey[string(w.key)]
+		if m == nil {
+			m = map[*watcher]bool{}
+			h.byKey[string(w.key)] = m
+		}
+		m[w] = true
+	} else {
+		h.ranges[w] = true
+	}
+}
+
+func (h *hub) removeSynced(w *watcher) {
+	w.synced = false
+	if w.end == nil {
+		if m := h.byKey[string(w.key)]; m != nil {
+			delete(m, w)
+			if len(m) == 0 {
+				delete(h.byKey, string(w.key))
+			}
+		}
+	} else {
+		delete(h.ranges, w)
+	}
+}
+
+func (h *hub) remove(w *watcher) {
+	if w.synced {
+		h.removeSynced(w)
+	} else {
+		delete(h.unsynced, w)
+	}
+}
+
+func (h *hub) kick() {
+	select {
+	case h.kickCh <- struct{}{}:
+	default:
+	}
+}
+
+// notify publishes newly committed revisions to synced watchers, one
+// response per revision, as etcd does.
+func (h *hub) notify(batches []revEvents, rev int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var v *view
+	var release func()
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
+	for _, b := range batches {
+		per := map[*watcher][]*mvccpb.Event{}
+		var order []*watcher
+		add := func(w *watcher, ev *mvccpb.Event) {
+			if _, ok := per[w]; !ok {
+				order = append(order, w)
+			}
+			per[w] = append(per[w], ev)
+		}
+		for _, ev := range b.events {
+			for w := range h.byKey[string(ev.Kv.Key)] {
+				add(w, ev)
+			}
+			for w := range h.ranges {
+				if w.matches(ev.Kv.Key) {
+					add(w, ev)
+				}
+			}
+		}
+		for _, w := range order {
+			evs := w.filter(per[w])
+			if len(evs) == 0 {
+				continue
+			}
+			if w.prevKV {
+				if v == nil {
+					v, release = h.s.readView()
+				}
+				evs = withPrevKV(v, evs)
+			}
+			select {
+			case w.ws.ch <- WatchResponse{WatchID: w.id, Events: evs, Revision: b.rev}:
+				w.minRev = b.rev + 1
+			default:
+				// The stream is full: catch this watcher up from disk later.
+				h.removeSynced(w)
+				w.minRev = b.rev
+				h.unsynced[w] = true
+				h.kick()
+			}
+		}
+	}
+	h.rev = rev
+}
+
+// withPrevKV returns copies of evs with prev_kv set from the version before
+// each event, as etcd does for watchers that ask for it.
+func withPrevKV(v *view, evs []*mvccpb.Event) []*mvccpb.Event {
+	out := make([]*mvccpb.Event, len(evs))
+	for i, ev := range evs {
+		e := &mvccpb.Event{Type: ev.Type, Kv: ev.Kv}
+		if !(ev.Type == mvccpb.PUT && ev.Kv.CreateRevision == ev.Kv.ModRevision) {
+			if prev, err := v.kvAt(ev.Kv.Key, ev.Kv.ModRevision-1); err == nil && prev != nil {
+				e.PrevKv = prev
+			}
+		}
+		out[i] = e
+	}
+	return out
+}
+
+// syncLoop catches unsynced watchers up from the event log on disk.
+func (h *hub) syncLoop() {
+	defer h.wg.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stopCh:
+			return
+		case <-h.kickCh:
+		case <-t.C:
+		}
+		h.syncOnce()
+	}
+}
+
+func (h *hub) syncOnce() {
+	h.mu.Lock()
+	if len(h.unsynced) == 0 {
+		h.mu.Unlock()
+		return
+	}
+	ws := make([]*watcher, 0, len(h.unsynced))
+	for w := range h.unsynced {
+		ws = append(ws, w)
+	}
+	h.mu.Unlock()
+
+	v, release := h.s.readView()
+	defer release()
+	for _, w := range ws {
+		h.catchUp(v, w)
+	}
+}
+
+// catchUp sends w the events after its minRev, from v, and moves it to the
+// synced set once nothing is left behind.
+func (h *hub) catchUp(v *view, w *watcher) {
+	h.mu.Lock()
+	if !h.unsynced[w] {
+		h.mu.Unlock()
+		return
+	}
+	from, hubRev := w.minRev, h.rev
+	h.mu.Unlock()
+
+	if from < v.compactRev {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if !h.unsynced[w] {
+			return
+		}
+		select {
+		case w.ws.ch <- WatchResponse{WatchID: w.id, CompactRevision: v.compactRev}:
+			delete(h.unsynced, w) // the id stays reserved until the client cancels it
+		default:
+		}
+		return
+	}
+	to := min(hubRev, v.rev, from+catchUpRevs-1)
+	var evs []*mvccpb.Event
+	if from <= to {
+		var err error
+		if evs, err = v.events(from, to); err != nil {
+			h.s.log.Error("watch catch-up read failed", "err", err)
+			return
+		}
+		evs = w.filter(evs)
+		if w.prevKV {
+			evs = withPrevKV(v, evs)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.unsynced[w] {
+		return
+	}
+	if len(evs) > 0 {
+		select {
+		case w.ws.ch <- WatchResponse{WatchID: w.id, Events: evs, Revision: hubRev}:
+		default:
+			return // still full; try again next round
+		}
+	}
+	w.minRev = to + 1
+	if w.minRev > h.rev {
+		delete(h.unsynced, w)
+		h.addSynced(w)
+	} else {
+		h.kick()
+	}
+}
+
+// events reads the event log for revisions [from, to].
+func (v *view) events(from, to int64) ([]*mvccpb.Event, error) {
+	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: revKey(Rev{Main: from}), UpperBound: revKey(Rev{Main: to + 1})})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var evs []*mvccpb.Event
+	for ok := it.First(); ok; ok = it.Next() {
+		r := decodeRevKey(it.Key())
+		rec, err := decodeRecord(it.Value())
+		if err != nil {
+			return nil, err
+		}
+		kv := &mvccpb.KeyValue{Key: append([]byte(nil), rec.Key...), ModRevision: r.Main}
+		ev := &mvccpb.Event{Type: mvccpb.DELETE, Kv: kv}
+		if rec.Kind == kindPut {
+			ev.Type = mvccpb.PUT
+			kv.CreateRevision, kv.Version, kv.Lease = rec.Create, rec.Version, rec.Lease
+			kv.Value = append([]byte(nil), rec.Value...)
+		}
+		evs = append(evs, ev)
+	}
+	return evs, it.Error()
+}

@@ -1,0 +1,124 @@
+package raftlog
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+)
+
+// Entry is one committed Raft command.
+type Entry struct {
+	Index uint64
+	Term  uint64
+	Data  []byte
+}
+
+// StateMachine is what raftlog needs from the replicated state (mvcc.Store
+// satisfies it through server). Apply is called from one goroutine, in log
+// order; it must be deterministic, and must skip entries at or below
+// AppliedIndex (they were applied before a restart). Sync is called before
+// Raft truncates its log: after it returns, everything applied must survive a
+// crash.
+type StateMachine interface {
+	Apply(entries []Entry) []any
+	AppliedIndex() uint64
+	Sync() error
+}
+
+// fsm adapts a StateMachine to raft.BatchingFSM and tracks the applied index
+// for readers waiting on it.
+type fsm struct {
+	sm StateMachine
+
+	applied atomic.Uint64
+	mu      sync.Mutex
+	waitCh  chan struct{} // closed and replaced after every applied batch
+}
+
+var _ raft.BatchingFSM = (*fsm)(nil)
+
+func newFSM(sm StateMachine) *fsm {
+	f := &fsm{sm: sm, waitCh: make(chan struct{})}
+	f.applied.Store(sm.AppliedIndex())
+	return f
+}
+
+func (f *fsm) Apply(l *raft.Log) interface{} { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
+	entries := make([]Entry, 0, len(logs))
+	for _, l := range logs {
+		if l.Type == raft.LogCommand {
+			entries = append(entries, Entry{Index: l.Index, Term: l.Term, Data: l.Data})
+		}
+	}
+	var results []any
+	if len(entries) > 0 {
+		results = f.sm.Apply(entries)
+	}
+	out := make([]interface{}, len(logs))
+	j := 0
+	for i, l := range logs {
+		if l.Type == raft.LogCommand {
+			out[i] = results[j]
+			j++
+		}
+	}
+	f.advance(logs[len(logs)-1].Index)
+	return out
+}
+
+// advance records that everything up to index is applied and wakes waiters.
+func (f *fsm) advance(index uint64) {
+	if index <= f.applied.Load() {
+		return
+	}
+	f.applied.Store(index)
+	f.mu.Lock()
+	close(f.waitCh)
+	f.waitCh = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// wait returns a channel closed at the next apply, and the applied index now.
+func (f *fsm) wait() (<-chan struct{}, uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.waitCh, f.applied.Load()
+}
+
+// Snapshot makes the applied state durable. The state machine's own data
+// directory is the snapshot: what Raft stores is a marker with the index, so
+// taking a snapshot costs one sync instead of a copy of the whole state.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.sm.Sync(); err != nil {
+		return nil, fmt.Errorf("raftlog: sync state before snapshot: %w", err)
+	}
+	return marker{index: f.sm.AppliedIndex()}, nil
+}
+
+var errMarkerRestore = errors.New("raftlog: cannot restore state from a local snapshot marker")
+
+// Restore is only reached when a snapshot is installed from a leader, which a
+// single-voter cluster never does; streaming state to new members comes with
+// the replicated cluster.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	rc.Close()
+	return errMarkerRestore
+}
+
+type marker struct{ index uint64 }
+
+func (m marker) Persist(sink raft.SnapshotSink) error {
+	if _, err := fmt.Fprintf(sink, "ballast-state-marker %d\n", m.index); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (marker) Release() {}

@@ -1,0 +1,407 @@
+package raftlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ballast-kv/ballast/store"
+)
+
+// Server is one voter of the initial configuration.
+type Server struct {
+	ID      string // member id in hex
+	Address string // peer host:port
+}
+
+// Config configures a Node. DefaultConfig gives etcd's timing defaults.
+type Config struct {
+	ID        string // this member's id in hex
+	Dir       string // holds raft/ (Pebble) and snap/
+	BindAddr  string // peer listener host:port
+	Advertise string // peer address others dial
+	// Bootstrap is the initial configuration; used only on a fresh data dir.
+	Bootstrap []Server
+
+	HeartbeatInterval time.Duration // etcd --heartbeat-interval
+	ElectionTimeout   time.Duration // etcd --election-timeout
+	SnapshotCount     uint64        // entries between snapshots (etcd --snapshot-count)
+	ApplyTimeout      time.Duration // how long a proposal may wait to be committed
+
+	Logger *slog.Logger
+	// OnSync observes the duration of each synced log append.
+	OnSync func(time.Duration)
+}
+
+// DefaultConfig returns etcd's defaults: 100ms heartbeat, 1s election timeout,
+// a snapshot every 10,000 entries.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatInterval: 100 * time.Millisecond,
+		ElectionTimeout:   time.Second,
+		SnapshotCount:     10000,
+		ApplyTimeout:      7 * time.Second,
+	}
+}
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	switch {
+	case c.ID == "":
+		return errors.New("raftlog: member id is required")
+	case c.Dir == "":
+		return errors.New("raftlog: data dir is required")
+	case c.BindAddr == "":
+		return errors.New("raftlog: peer bind address is required")
+	case c.HeartbeatInterval <= 0 || c.ElectionTimeout <= 0:
+		return errors.New("raftlog: heartbeat interval and election timeout must be positive")
+	case c.ElectionTimeout < 5*c.HeartbeatInterval:
+		return fmt.Errorf("raftlog: election timeout %v must be at least 5 times the heartbeat interval %v", c.ElectionTimeout, c.HeartbeatInterval)
+	case c.SnapshotCount == 0:
+		return errors.New("raftlog: snapshot count must be positive")
+	}
+	return nil
+}
+
+// Errors a proposal or read can end with. ErrUnknownOutcome means the entry
+// may or may not commit; callers must not report it as a failure.
+var (
+	ErrNotLeader      = errors.New("raftlog: not the leader")
+	ErrNoLeader       = errors.New("raftlog: no leader")
+	ErrUnknownOutcome = errors.New("raftlog: leadership lost, outcome unknown")
+	ErrStopped        = errors.New("raftlog: node stopped")
+	ErrTimeout        = errors.New("raftlog: request timed out")
+)
+
+// Node is this member's Raft participant.
+type Node struct {
+	cfg   Config
+	raft  *raft.Raft
+	fsm   *fsm
+	db    *store.DB
+	logs  *LogStore
+	trans *raft.NetworkTransport
+	log   *slog.Logger
+
+	// readyTerm is the term in which this node, as leader, has applied an
+	// entry of its own term; only then is its commit index a valid read index.
+	readyTerm atomic.Uint64
+	reads     readCoalescer
+
+	stopCh    chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// Open starts Raft on cfg.Dir, bootstrapping a new cluster if the directory is
+// fresh. sm must already reflect everything it durably applied.
+func Open(cfg Config, sm StateMachine) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Advertise == "" {
+		cfg.Advertise = cfg.BindAddr
+	}
+	log := cfg.Logger.With("component", "raft")
+	db, err := store.Open(store.Config{Dir: filepath.Join(cfg.Dir, "raft"), CacheSize: 16 << 20, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, db: db, fsm: newFSM(sm), log: log, stopCh: make(chan struct{})}
+	n.reads.n = n
+	if n.logs, err = NewLogStore(db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	n.logs.OnSync = cfg.OnSync
+	if err := n.start(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) start() error {
+	hl := newHCLog(n.cfg.Logger.With("component", "raft"))
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(n.cfg.Dir, "snap"), 2, hl)
+	if err != nil {
+		return fmt.Errorf("raftlog: snapshot store: %w", err)
+	}
+	addr, err := net.ResolveTCPAddr("tcp", n.cfg.Advertise)
+	if err != nil {
+		return fmt.Errorf("raftlog: advertise address %q: %w", n.cfg.Advertise, err)
+	}
+	n.trans, err = raft.NewTCPTransportWithLogger(n.cfg.BindAddr, addr, 4, 10*time.Second, hl)
+	if err != nil {
+		return fmt.Errorf("raftlog: peer listener %s: %w", n.cfg.BindAddr, err)
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.ID)
+	rc.Logger = hl
+	rc.HeartbeatTimeout = n.cfg.ElectionTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.ElectionTimeout / 2
+	rc.CommitTimeout = n.cfg.HeartbeatInterval / 2
+	rc.MaxAppendEntries = 512
+	rc.BatchApplyCh = true
+	rc.SnapshotThreshold = n.cfg.SnapshotCount
+	rc.SnapshotInterval = 10 * time.Second
+	rc.TrailingLogs = 5000 // like etcd, keep entries after a snapshot for slow followers
+	rc.NoSnapshotRestoreOnStart = true
+	rc.NoLegacyTelemetry = true
+
+	existing, err := raft.HasExistingState(n.logs, n.logs, snaps)
+	if err != nil {
+		return err
+	}
+	if !existing {
+		var servers []raft.Server
+		for _, s := range n.cfg.Bootstrap {
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.Address)})
+		}
+		if err := raft.BootstrapCluster(rc, n.logs, n.logs, snaps, n.trans, raft.Configuration{Servers: servers}); err != nil {
+			return fmt.Errorf("raftlog: bootstrap: %w", err)
+		}
+	}
+	n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.logs, snaps, n.trans)
+	if err != nil {
+		n.trans.Close()
+		return fmt.Errorf("raftlog: start: %w", err)
+	}
+	n.wg.Add(1)
+	go n.watchLeadership()
+	return nil
+}
+
+// watchLeadership marks the node ready to serve read indexes once, as a new
+// leader, it has applied everything committed before its term.
+func (n *Node) watchLeadership() {
+	defer n.wg.Done()
+	obs := make(chan raft.Observation, 16)
+	o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.RaftState)
+		return ok
+	})
+	n.raft.RegisterObserver(o)
+	defer n.raft.DeregisterObserver(o)
+	check := func() {
+		if n.raft.State() != raft.Leader {
+			return
+		}
+		term := n.Term()
+		if n.readyTerm.Load() == term {
+			return
+		}
+		if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+			return
+		}
+		if n.Term() == term && n.raft.State() == raft.Leader {
+			n.readyTerm.Store(term)
+			n.log.Info("leader ready", "term", term)
+		}
+	}
+	check()
+	tick := time.NewTicker(n.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stopCh:
+			return
+		case <-obs:
+			check()
+		case <-tick.C:
+			check()
+		}
+	}
+}
+
+// Term is the current Raft term.
+func (n *Node) Term() uint64 {
+	var t uint64
+	fmt.Sscan(n.raft.Stats()["term"], &t)
+	return t
+}
+
+// IsLeader reports whether this node is the leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the leader's member id, or "" when there is none.
+func (n *Node) Leader() string {
+	_, id := n.raft.LeaderWithID()
+	return string(id)
+}
+
+// CommitIndex and AppliedIndex report Raft's view of the log.
+func (n *Node) CommitIndex() uint64  { return n.raft.CommitIndex() }
+func (n *Node) AppliedIndex() uint64 { return n.fsm.applied.Load() }
+
+// Propose replicates data and waits until it is applied here, returning what
+// the state machine's Apply returned for it. Cancelling ctx abandons the wait,
+// not the write.
+func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
+	f := n.raft.Apply(data, n.cfg.ApplyTimeout)
+	done := make(chan struct{})
+	var res any
+	var err error
+	go func() {
+		err = f.Error()
+		if err == nil {
+			res = f.Response()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-n.stopCh:
+		return nil, ErrStopped
+	}
+	switch {
+	case err == nil:
+		return res, nil
+	case errors.Is(err, raft.ErrNotLeader):
+		return nil, ErrNotLeader
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return nil, ErrUnknownOutcome
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return nil, ErrTimeout
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return nil, ErrStopped
+	}
+	return nil, err
+}
+
+// WaitApplied blocks until the state machine has applied index.
+func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		ch, applied := n.fsm.wait()
+		if applied >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stopCh:
+			return ErrStopped
+		}
+	}
+}
+
+// LinearizableBarrier returns once this node's state reflects every write
+// acknowledged before the call: a read index confirmed by a heartbeat round
+// (shared by concurrent callers), then a wait until it is applied.
+func (n *Node) LinearizableBarrier(ctx context.Context) error {
+	index, err := n.reads.readIndex(ctx)
+	if err != nil {
+		return err
+	}
+	return n.WaitApplied(ctx, index)
+}
+
+// readCoalescer lets concurrent readers share one leadership check. A reader
+// joins the round that starts after it arrived, never one already in flight,
+// so the confirmed commit index is never older than the read.
+type readCoalescer struct {
+	n        *Node
+	mu       sync.Mutex
+	next     *readRound
+	inFlight bool
+}
+
+type readRound struct {
+	done  chan struct{}
+	index uint64
+	err   error
+}
+
+func (c *readCoalescer) readIndex(ctx context.Context) (uint64, error) {
+	c.mu.Lock()
+	if c.next == nil {
+		c.next = &readRound{done: make(chan struct{})}
+	}
+	r := c.next
+	if !c.inFlight {
+		c.inFlight = true
+		go c.run()
+	}
+	c.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.index, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func (c *readCoalescer) run() {
+	for {
+		c.mu.Lock()
+		r := c.next
+		c.next = nil
+		if r == nil {
+			c.inFlight = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		r.index, r.err = c.n.confirmLeadership()
+		close(r.done)
+	}
+}
+
+// confirmLeadership returns the commit index once a heartbeat round has shown
+// this node is still the leader.
+func (n *Node) confirmLeadership() (uint64, error) {
+	if n.raft.State() != raft.Leader {
+		if n.Leader() == "" {
+			return 0, ErrNoLeader
+		}
+		return 0, ErrNotLeader
+	}
+	term := n.Term()
+	if n.readyTerm.Load() != term {
+		// A new leader's commit index may lag the previous leader's; wait
+		// until it has applied an entry of its own term.
+		if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+			return 0, ErrNoLeader
+		}
+		n.readyTerm.Store(term)
+	}
+	index := n.raft.CommitIndex()
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return 0, ErrNoLeader
+	}
+	return index, nil
+}
+
+// Snapshot asks Raft for a snapshot now (tests and operators).
+func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+
+// Close stops Raft and closes the log. It is idempotent.
+func (n *Node) Close() error {
+	var err error
+	n.closeOnce.Do(func() {
+		close(n.stopCh)
+		err = n.raft.Shutdown().Error()
+		n.wg.Wait()
+		n.trans.Close()
+		if cerr := n.db.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}

@@ -1,0 +1,181 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Config is a member's configuration, filled by cmd/ballast from etcd-named
+// flags. DefaultConfig matches `etcd` run with no flags.
+type Config struct {
+	Name                        string
+	DataDir                     string
+	ListenClientURLs            []string
+	AdvertiseClientURLs         []string
+	ListenPeerURLs              []string
+	InitialAdvertisePeerURLs    []string
+	InitialCluster              string // name=url,name=url
+	InitialClusterState         string // new | existing
+	InitialClusterToken         string
+	HeartbeatInterval           time.Duration
+	ElectionTimeout             time.Duration
+	SnapshotCount               uint64
+	MaxRequestBytes             int
+	MaxTxnOps                   int
+	QuotaBackendBytes           int64
+	AutoCompactionMode          string // periodic | revision
+	AutoCompactionRetention     string
+	WatchProgressNotifyInterval time.Duration
+	Logger                      *slog.Logger
+}
+
+// DefaultConfig returns etcd's defaults.
+func DefaultConfig() Config {
+	return Config{
+		Name:                        "default",
+		ListenClientURLs:            []string{"http://localhost:2379"},
+		AdvertiseClientURLs:         []string{"http://localhost:2379"},
+		ListenPeerURLs:              []string{"http://localhost:2380"},
+		InitialAdvertisePeerURLs:    []string{"http://localhost:2380"},
+		InitialClusterState:         "new",
+		InitialClusterToken:         "etcd-cluster",
+		HeartbeatInterval:           100 * time.Millisecond,
+		ElectionTimeout:             time.Second,
+		SnapshotCount:               10000,
+		MaxRequestBytes:             1572864,
+		MaxTxnOps:                   128,
+		QuotaBackendBytes:           2 << 30,
+		AutoCompactionMode:          "periodic",
+		WatchProgressNotifyInterval: 10 * time.Minute,
+	}
+}
+
+// peer is one member of --initial-cluster.
+type peer struct {
+	name string
+	urls []string
+}
+
+// parseInitialCluster parses etcd's name=url[,name=url...] form.
+func parseInitialCluster(s string) ([]peer, error) {
+	var peers []peer
+	index := map[string]int{}
+	for _, part := range strings.Split(s, ",") {
+		name, u, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || name == "" || u == "" {
+			return nil, fmt.Errorf("--initial-cluster: %q is not name=url", part)
+		}
+		if _, err := hostPort(u); err != nil {
+			return nil, fmt.Errorf("--initial-cluster: %w", err)
+		}
+		if i, ok := index[name]; ok {
+			peers[i].urls = append(peers[i].urls, u)
+			continue
+		}
+		index[name] = len(peers)
+		peers = append(peers, peer{name: name, urls: []string{u}})
+	}
+	return peers, nil
+}
+
+// hostPort extracts host:port from an http URL.
+func hostPort(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("invalid URL %q: %v", raw, err)
+	}
+	if u.Scheme != "http" {
+		if u.Scheme == "https" || u.Scheme == "unixs" {
+			return "", fmt.Errorf("URL %q: TLS is not supported yet", raw)
+		}
+		return "", fmt.Errorf("URL %q: scheme must be http", raw)
+	}
+	if u.Port() == "" {
+		return "", fmt.Errorf("URL %q has no port", raw)
+	}
+	return u.Host, nil
+}
+
+// Validate reports the first invalid setting.
+func (c *Config) Validate() error {
+	switch {
+	case c.Name == "":
+		return errors.New("--name must not be empty")
+	case len(c.ListenClientURLs) == 0:
+		return errors.New("--listen-client-urls must not be empty")
+	case len(c.ListenPeerURLs) == 0:
+		return errors.New("--listen-peer-urls must not be empty")
+	case c.InitialClusterState != "new" && c.InitialClusterState != "existing":
+		return fmt.Errorf("--initial-cluster-state must be new or existing, not %q", c.InitialClusterState)
+	case c.InitialClusterState == "existing":
+		return errors.New("--initial-cluster-state=existing: joining a running cluster is not supported yet")
+	case c.MaxRequestBytes <= 0:
+		return errors.New("--max-request-bytes must be positive")
+	case c.MaxTxnOps <= 0:
+		return errors.New("--max-txn-ops must be positive")
+	case c.HeartbeatInterval <= 0 || c.ElectionTimeout < 5*c.HeartbeatInterval:
+		return fmt.Errorf("--election-timeout (%v) must be at least 5 times --heartbeat-interval (%v)", c.ElectionTimeout, c.HeartbeatInterval)
+	case c.AutoCompactionMode != "periodic" && c.AutoCompactionMode != "revision":
+		return fmt.Errorf("--auto-compaction-mode must be periodic or revision, not %q", c.AutoCompactionMode)
+	}
+	for _, u := range append(append(append([]string{}, c.ListenClientURLs...), c.ListenPeerURLs...), c.AdvertiseClientURLs...) {
+		if _, err := hostPort(u); err != nil {
+			return err
+		}
+	}
+	if _, err := c.autoCompaction(); err != nil {
+		return err
+	}
+	peers, err := c.peers()
+	if err != nil {
+		return err
+	}
+	if len(peers) > 1 {
+		return errors.New("--initial-cluster: multi-member clusters are not supported yet")
+	}
+	if peers[0].name != c.Name {
+		return fmt.Errorf("--initial-cluster has no member named %q (--name)", c.Name)
+	}
+	return nil
+}
+
+func (c *Config) peers() ([]peer, error) {
+	ic := c.InitialCluster
+	if ic == "" {
+		parts := make([]string, len(c.InitialAdvertisePeerURLs))
+		for i, u := range c.InitialAdvertisePeerURLs {
+			parts[i] = c.Name + "=" + u
+		}
+		ic = strings.Join(parts, ",")
+	}
+	return parseInitialCluster(ic)
+}
+
+// autoCompaction is the retention: a duration (periodic) or a revision
+// count (revision); zero disables it, as in etcd.
+func (c *Config) autoCompaction() (any, error) {
+	r := c.AutoCompactionRetention
+	if r == "" || r == "0" {
+		return nil, nil
+	}
+	if c.AutoCompactionMode == "revision" {
+		var n int64
+		if _, err := fmt.Sscan(r, &n); err != nil || n < 0 {
+			return nil, fmt.Errorf("--auto-compaction-retention %q: want a revision count", r)
+		}
+		return n, nil
+	}
+	var hours int64
+	if _, err := fmt.Sscan(r, &hours); err == nil && fmt.Sprint(hours) == r {
+		return time.Duration(hours) * time.Hour, nil
+	}
+	d, err := time.ParseDuration(r)
+	if err != nil || d < 0 {
+		return nil, fmt.Errorf("--auto-compaction-retention %q: want hours or a duration", r)
+	}
+	return d, nil
+}

@@ -1,0 +1,91 @@
+package server
+
+import (
+	"context"
+	"strconv"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+)
+
+type maintenanceServer struct {
+	pb.UnimplementedMaintenanceServer
+	s *Server
+}
+
+func (m *maintenanceServer) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	s := m.s
+	size := s.kv.Size()
+	resp := &pb.StatusResponse{
+		Header:           s.header(nil),
+		Version:          Version,
+		DbSize:           size,
+		DbSizeInUse:      size,
+		RaftIndex:        s.node.CommitIndex(),
+		RaftTerm:         s.node.Term(),
+		RaftAppliedIndex: s.node.AppliedIndex(),
+		DbSizeQuota:      s.cfg.QuotaBackendBytes,
+		StorageVersion:   ClusterVersion,
+		DowngradeInfo:    &pb.DowngradeInfo{},
+	}
+	if leader := s.node.Leader(); leader != "" {
+		resp.Leader, _ = strconv.ParseUint(leader, 16, 64)
+	} else {
+		resp.Errors = append(resp.Errors, "etcdserver: no leader")
+	}
+	for _, a := range s.kv.Alarms() {
+		resp.Errors = append(resp.Errors, "memberID:"+strconv.FormatUint(a.MemberID, 10)+" alarm:"+a.Alarm.String())
+	}
+	return resp, nil
+}
+
+func (m *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	resp, err := m.s.propose(ctx, &pb.InternalRaftRequest{Alarm: r})
+	if err != nil {
+		return nil, err
+	}
+	ar := resp.(*pb.AlarmResponse)
+	ar.Header = m.s.header(ar.Header)
+	return ar, nil
+}
+
+func (m *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
+	h, compactRev, hashRev, cur, err := m.s.kv.HashKV(r.Revision)
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	return &pb.HashKVResponse{Header: m.s.header(&pb.ResponseHeader{Revision: cur}), Hash: h, CompactRevision: compactRev, HashRevision: hashRev}, nil
+}
+
+// Hash is HashKV at the current revision: Ballast's state has no bbolt file
+// for etcd's whole-database hash to cover.
+func (m *maintenanceServer) Hash(ctx context.Context, _ *pb.HashRequest) (*pb.HashResponse, error) {
+	h, _, _, cur, err := m.s.kv.HashKV(0)
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	return &pb.HashResponse{Header: m.s.header(&pb.ResponseHeader{Revision: cur}), Hash: h}, nil
+}
+
+// Defragment compacts Pebble's files in the background of reads and writes:
+// unlike etcd's defrag it never stops the world.
+func (m *maintenanceServer) Defragment(ctx context.Context, _ *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	if err := m.s.stateDB.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
+		return nil, toGRPC(err)
+	}
+	return &pb.DefragmentResponse{Header: m.s.header(nil)}, nil
+}
+
+type clusterServer struct {
+	pb.UnimplementedClusterServer
+	s *Server
+}
+
+func (c *clusterServer) MemberList(ctx context.Context, _ *pb.MemberListRequest) (*pb.MemberListResponse, error) {
+	s := c.s
+	return &pb.MemberListResponse{
+		Header: s.header(nil),
+		Members: []*pb.Member{{
+			ID: s.id, Name: s.cfg.Name, PeerURLs: s.peerURLs, ClientURLs: s.cfg.AdvertiseClientURLs,
+		}},
+	}, nil
+}

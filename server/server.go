@@ -1,0 +1,373 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ballast-kv/ballast/mvcc"
+	"github.com/ballast-kv/ballast/raftlog"
+	"github.com/ballast-kv/ballast/store"
+)
+
+// Version is the etcd version Ballast reports: the 3.6 line, so that
+// kube-apiserver enables watch progress requests and consistent reads.
+const (
+	Version        = "3.6.5"
+	ClusterVersion = "3.6.0"
+)
+
+// Server is one Ballast member.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	id        uint64
+	clusterID uint64
+	peerURLs  []string
+	reqIDs    *idGenerator
+
+	stateDB *store.DB
+	kv      *mvcc.Store
+	node    *raftlog.Node
+	metrics *metrics
+
+	grpc      *grpc.Server
+	http      *http.Server
+	muxes     []*connMux
+	listeners []net.Listener
+
+	stopCh    chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// stateMachine adapts mvcc.Store to raftlog.StateMachine.
+type stateMachine struct{ kv *mvcc.Store }
+
+var _ raftlog.StateMachine = stateMachine{}
+
+func (m stateMachine) Apply(entries []raftlog.Entry) []any {
+	es := make([]mvcc.Entry, len(entries))
+	for i, e := range entries {
+		es[i] = mvcc.Entry{Index: e.Index, Data: e.Data}
+	}
+	return m.kv.Apply(es)
+}
+func (m stateMachine) AppliedIndex() uint64 { return m.kv.AppliedIndex() }
+func (m stateMachine) Sync() error          { return m.kv.Sync() }
+
+// New opens the member's data and binds its listeners; Run serves.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = cfg.Name + ".ballast"
+	}
+	peers, _ := cfg.peers()
+	s := &Server{cfg: cfg, log: cfg.Logger, peerURLs: peers[0].urls, stopCh: make(chan struct{})}
+	s.id = memberID(s.peerURLs, cfg.InitialClusterToken)
+	s.clusterID = clusterID([]uint64{s.id})
+	s.reqIDs = newIDGenerator(s.id, time.Now())
+	s.metrics = newMetrics(s)
+	if err := s.checkDataDir(); err != nil {
+		return nil, err
+	}
+
+	var err error
+	s.stateDB, err = store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, "state"), Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	s.kv, err = mvcc.Open(s.stateDB, mvcc.Config{MinLeaseTTL: minLeaseTTL(cfg), Logger: cfg.Logger})
+	if err != nil {
+		s.stateDB.Close()
+		return nil, err
+	}
+	peerAddr, _ := hostPort(cfg.ListenPeerURLs[0])
+	advertise, _ := hostPort(s.peerURLs[0])
+	rc := raftlog.DefaultConfig()
+	rc.ID = strconv.FormatUint(s.id, 16)
+	rc.Dir = cfg.DataDir
+	rc.BindAddr, rc.Advertise = peerAddr, advertise
+	rc.Bootstrap = []raftlog.Server{{ID: rc.ID, Address: advertise}}
+	rc.HeartbeatInterval, rc.ElectionTimeout = cfg.HeartbeatInterval, cfg.ElectionTimeout
+	rc.SnapshotCount = cfg.SnapshotCount
+	rc.ApplyTimeout = 5*time.Second + 2*cfg.ElectionTimeout
+	rc.Logger = cfg.Logger
+	rc.OnSync = func(d time.Duration) { s.metrics.walFsync.Observe(d.Seconds()) }
+	s.node, err = raftlog.Open(rc, stateMachine{s.kv})
+	if err != nil {
+		s.kv.Close()
+		s.stateDB.Close()
+		return nil, err
+	}
+	if err := s.listen(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkDataDir refuses a data dir that belongs to another cluster.
+func (s *Server) checkDataDir() error {
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	p := filepath.Join(s.cfg.DataDir, "member")
+	want := fmt.Sprintf("member %x cluster %x\n", s.id, s.clusterID)
+	got, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return os.WriteFile(p, []byte(want), 0o600)
+	}
+	if err != nil {
+		return err
+	}
+	if string(got) != want {
+		return fmt.Errorf("data dir %s belongs to %q, not to this member (%q): check --initial-cluster, --initial-advertise-peer-urls and --initial-cluster-token", s.cfg.DataDir, string(got[:len(got)-1]), want[:len(want)-1])
+	}
+	return nil
+}
+
+// minLeaseTTL is etcd's rule: 1.5 election timeouts, rounded up to seconds.
+func minLeaseTTL(cfg Config) int64 {
+	ticks := int64(cfg.ElectionTimeout / cfg.HeartbeatInterval)
+	min := time.Duration(3*ticks/2) * cfg.HeartbeatInterval
+	return int64(math.Ceil(min.Seconds()))
+}
+
+func (s *Server) listen() error {
+	s.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(s.cfg.MaxRequestBytes+512*1024),
+		grpc.MaxSendMsgSize(math.MaxInt32),
+		grpc.MaxConcurrentStreams(math.MaxUint32),
+		grpc.ChainUnaryInterceptor(s.requireLeaderUnary),
+		grpc.ChainStreamInterceptor(s.requireLeaderStream),
+	)
+	pb.RegisterKVServer(s.grpc, &kvServer{s: s})
+	pb.RegisterWatchServer(s.grpc, &watchServer{s: s})
+	pb.RegisterLeaseServer(s.grpc, &leaseServer{s: s})
+	pb.RegisterMaintenanceServer(s.grpc, &maintenanceServer{s: s})
+	pb.RegisterClusterServer(s.grpc, &clusterServer{s: s})
+	pb.RegisterAuthServer(s.grpc, pb.UnimplementedAuthServer{})
+	s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	for _, u := range s.cfg.ListenClientURLs {
+		addr, _ := hostPort(u)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen on client URL %s: %w", u, err)
+		}
+		s.listeners = append(s.listeners, ln)
+		s.muxes = append(s.muxes, newConnMux(ln))
+	}
+	return nil
+}
+
+// Run serves until ctx is cancelled or Close is called.
+func (s *Server) Run(ctx context.Context) error {
+	for _, m := range s.muxes {
+		go s.grpc.Serve(m.grpc)
+		go s.http.Serve(m.http)
+		go m.serve()
+	}
+	s.wg.Add(2)
+	go s.leaseLoop()
+	go s.autoCompactLoop()
+	s.log.Info("serving", "name", s.cfg.Name, "member-id", fmt.Sprintf("%x", s.id), "client-urls", s.cfg.ListenClientURLs, "peer-urls", s.cfg.ListenPeerURLs, "data-dir", s.cfg.DataDir)
+	select {
+	case <-ctx.Done():
+	case <-s.stopCh:
+	}
+	return s.Close()
+}
+
+// Close stops serving and closes the data; it is idempotent.
+func (s *Server) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.stopCh)
+		for _, m := range s.muxes {
+			m.Close()
+		}
+		if s.grpc != nil {
+			stopped := make(chan struct{})
+			go func() { s.grpc.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(2 * time.Second):
+				s.grpc.Stop()
+			}
+		}
+		if s.http != nil {
+			s.http.Close()
+		}
+		s.wg.Wait()
+		err = errors.Join(s.node.Close(), s.kv.Sync(), s.kv.Close(), s.stateDB.Close())
+	})
+	return err
+}
+
+// header fills a response header; a zero revision becomes the current one.
+func (s *Server) header(h *pb.ResponseHeader) *pb.ResponseHeader {
+	if h == nil {
+		h = &pb.ResponseHeader{}
+	}
+	h.ClusterId, h.MemberId, h.RaftTerm = s.clusterID, s.id, s.node.Term()
+	if h.Revision == 0 {
+		h.Revision = s.kv.Rev()
+	}
+	return h
+}
+
+// propose replicates a request and returns the state machine's response.
+func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.Message, error) {
+	r.ID = s.reqIDs.Next()
+	data, err := proto.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > s.cfg.MaxRequestBytes {
+		return nil, rpctypes.ErrGRPCRequestTooLarge
+	}
+	s.metrics.proposalsPending.Inc()
+	res, err := s.node.Propose(ctx, data)
+	s.metrics.proposalsPending.Dec()
+	if err != nil {
+		s.metrics.proposalsFailed.Inc()
+		return nil, toGRPC(err)
+	}
+	s.metrics.proposalsCommitted.Inc()
+	if e, ok := res.(error); ok {
+		return nil, toGRPC(e)
+	}
+	return res.(proto.Message), nil
+}
+
+// linearizable waits until this member's state reflects every write
+// acknowledged before the call.
+func (s *Server) linearizable(ctx context.Context) error {
+	return toGRPC(s.node.LinearizableBarrier(ctx))
+}
+
+// leaseLoop runs lease expiry and checkpoints while this member leads.
+func (s *Server) leaseLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	leading := false
+	lastCheckpoint := time.Now()
+	for {
+		select {
+		case <-s.stopCh:
+			return
+		case <-t.C:
+		}
+		if isLeader := s.node.IsLeader(); isLeader != leading {
+			leading = isLeader
+			if leading {
+				ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ElectionTimeout*5)
+				err := s.node.LinearizableBarrier(ctx)
+				cancel()
+				if err != nil {
+					leading = false
+					continue
+				}
+				s.kv.Promote(s.cfg.ElectionTimeout)
+			} else {
+				s.kv.Demote()
+			}
+		}
+		if !leading {
+			continue
+		}
+		for _, id := range s.kv.ExpiredLeases(500) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := s.propose(ctx, &pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}})
+			cancel()
+			if err != nil && !errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) {
+				s.log.Warn("lease revoke failed", "lease", id, "err", err)
+			}
+		}
+		if time.Since(lastCheckpoint) >= leaseCheckpointInterval {
+			lastCheckpoint = time.Now()
+			if cps := s.kv.LeaseCheckpoints(leaseCheckpointInterval); len(cps) > 0 {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				s.propose(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{Checkpoints: cps}})
+				cancel()
+			}
+		}
+	}
+}
+
+// leaseCheckpointInterval is how often the leader persists remaining TTLs,
+// so a new leader continues them instead of granting full TTLs again.
+const leaseCheckpointInterval = time.Minute
+
+// autoCompactLoop implements --auto-compaction-mode/retention on the leader.
+func (s *Server) autoCompactLoop() {
+	defer s.wg.Done()
+	ret, _ := s.cfg.autoCompaction()
+	if ret == nil {
+		return
+	}
+	interval := 5 * time.Minute
+	if d, ok := ret.(time.Duration); ok {
+		interval = max(min(d, time.Hour)/10, time.Second)
+	}
+	type sample struct {
+		at  time.Time
+		rev int64
+	}
+	var samples []sample
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopCh:
+			return
+		case <-t.C:
+		}
+		now, rev := time.Now(), s.kv.Rev()
+		var target int64
+		switch r := ret.(type) {
+		case time.Duration:
+			samples = append(samples, sample{now, rev})
+			for len(samples) > 1 && now.Sub(samples[1].at) >= r {
+				samples = samples[1:]
+			}
+			if now.Sub(samples[0].at) >= r {
+				target = samples[0].rev
+			}
+		case int64:
+			target = rev - r
+		}
+		if target <= s.kv.CompactRev() || target <= 0 || !s.node.IsLeader() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := s.propose(ctx, &pb.InternalRaftRequest{Compaction: &pb.CompactionRequest{Revision: target}})
+		cancel()
+		if err != nil {
+			s.log.Warn("auto compaction failed", "revision", target, "err", err)
+		} else {
+			s.log.Info("auto compacted", "revision", target)
+		}
+	}
+}

@@ -1,0 +1,180 @@
+// Package compat runs the same operations against the reference etcd and a
+// server under test (Ballast by default) and compares the responses: values,
+// revisions, versions, counts, txn results, watch events, gRPC codes and
+// messages. See test/README.md for how to run it.
+package compat
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ballast-kv/ballast/test/internal/harness"
+)
+
+// stepTimeout bounds one step on one server.
+const stepTimeout = 30 * time.Second
+
+// target is one server with the state needed to resolve a script's symbolic
+// revisions and leases on it. A target is used by one goroutine at a time.
+type target struct {
+	name string
+	node *harness.Node
+	cli  *clientv3.Client
+
+	base       int64           // revision at the start of the current case
+	caseLeases []int64         // leases granted in the current case, in order
+	leaseOrd   map[int64]int64 // every lease granted in the run -> its ordinal
+	rev        int64           // highest header revision seen
+}
+
+func (tg *target) addLease(id int64) {
+	tg.caseLeases = append(tg.caseLeases, id)
+	if _, ok := tg.leaseOrd[id]; !ok {
+		tg.leaseOrd[id] = int64(len(tg.leaseOrd) + 1)
+	}
+}
+
+// leaseName is the normalised form of a lease ID: -n for the n-th lease
+// granted in the run, the ID itself for a lease never granted.
+func (tg *target) leaseName(id int64) int64 {
+	if n, ok := tg.leaseOrd[id]; ok {
+		return -n
+	}
+	return id
+}
+
+func (tg *target) observeRev(rev int64) { tg.rev = max(tg.rev, rev) }
+
+// pair is the reference etcd and the server under test.
+type pair struct {
+	ref, sut *target
+}
+
+// startPair starts etcd and the server under test: $COMPAT_TARGET_BIN, or
+// Ballast (see harness.BallastBin).
+func startPair(t *testing.T) *pair {
+	etcdBin := harness.EtcdBin(t)
+	sutBin, sutName := os.Getenv("COMPAT_TARGET_BIN"), "ballast"
+	if sutBin != "" {
+		sutName = filepath.Base(sutBin) + "(target)"
+	} else {
+		sutBin = harness.BallastBin(t)
+	}
+	mk := func(name, bin string) *target {
+		n := harness.Start(t, bin, harness.Options{Name: name})
+		return &target{name: name, node: n, cli: n.Client(t), leaseOrd: map[int64]int64{}}
+	}
+	p := &pair{ref: mk("etcd", etcdBin), sut: mk(sutName, sutBin)}
+	t.Logf("reference %s at %s; target %s (%s) at %s", etcdBin, p.ref.node.ClientURL, sutName, sutBin, p.sut.node.ClientURL)
+	return p
+}
+
+// both runs f on both targets concurrently.
+func (p *pair) both(f func(tg *target)) {
+	var wg sync.WaitGroup
+	for _, tg := range []*target{p.ref, p.sut} {
+		wg.Go(func() { f(tg) })
+	}
+	wg.Wait()
+}
+
+// begin starts a case: it brings both servers to the same revision (padding
+// the one behind with writes if an earlier case made them diverge), which
+// becomes the case's base revision @0.
+func (p *pair) begin(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	revs := map[*target]int64{}
+	for _, tg := range []*target{p.ref, p.sut} {
+		resp, err := tg.cli.Get(ctx, "compat-sync")
+		if err != nil {
+			t.Fatalf("%s: read the current revision: %v", tg.name, err)
+		}
+		revs[tg] = resp.Header.Revision
+	}
+	top := max(revs[p.ref], revs[p.sut])
+	for _, tg := range []*target{p.ref, p.sut} {
+		if revs[tg] < top {
+			t.Logf("%s is %d revisions behind after an earlier mismatch; padding it with writes to zz-compat-pad", tg.name, top-revs[tg])
+		}
+		for r := revs[tg]; r < top; r++ {
+			if _, err := tg.cli.Put(ctx, "zz-compat-pad", "x"); err != nil {
+				t.Fatalf("%s: pad: %v", tg.name, err)
+			}
+		}
+		tg.base, tg.caseLeases = top, nil
+		tg.observeRev(top)
+	}
+}
+
+// maxMismatches stops a script after this many differing steps: later ones
+// usually follow from the first.
+const maxMismatches = 10
+
+// run executes steps on both servers, step by step, and reports every step
+// whose results differ. It returns the number of mismatches.
+func (p *pair) run(t *testing.T, steps []step) int {
+	t.Helper()
+	mismatches := 0
+	for i, s := range steps {
+		if !p.check(t, i, s) {
+			mismatches++
+			if mismatches == maxMismatches {
+				t.Fatalf("stopping after %d mismatches", mismatches)
+			}
+		}
+	}
+	return mismatches
+}
+
+// check runs one step on both servers and reports a difference.
+func (p *pair) check(t *testing.T, i int, s step) bool {
+	t.Helper()
+	var ref, sut string
+	p.both(func(tg *target) {
+		ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+		defer cancel()
+		out := s.exec(ctx, tg)
+		if tg == p.ref {
+			ref = out
+		} else {
+			sut = out
+		}
+	})
+	if ref == sut {
+		return true
+	}
+	t.Errorf("step %d: %s\nresults differ (- %s, + %s; lease IDs shown as -n for the n-th lease granted):\n%s",
+		i, s.desc, p.ref.name, p.sut.name, lineDiff(ref, sut))
+	return false
+}
+
+// TestCompat starts one etcd and one server under test and runs every
+// scripted case, then the random sequence, against both. The cases share the
+// two servers and run in order; each is a subtest, so -run selects them.
+func TestCompat(t *testing.T) {
+	p := startPair(t)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p.begin(t)
+			p.run(t, c.steps)
+		})
+	}
+	t.Run("random", func(t *testing.T) { testRandom(t, p) })
+}
+
+// compatCase is one scripted case.
+type compatCase struct {
+	name  string
+	steps []step
+}
+
+func (c compatCase) String() string { return fmt.Sprintf("%s (%d steps)", c.name, len(c.steps)) }

@@ -1,0 +1,33 @@
+package harness_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ballast-kv/ballast/test/internal/harness"
+)
+
+// TestEtcdRestart checks the harness itself against the reference etcd:
+// start, write, restart on the same data directory, read, kill.
+func TestEtcdRestart(t *testing.T) {
+	n := harness.Start(t, harness.EtcdBin(t), harness.Options{})
+	cli := n.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	n.Restart()
+	resp, err := cli.Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
+		t.Fatalf("after restart: got %v, want k=v", resp.Kvs)
+	}
+	n.Kill()
+	if n.Running() {
+		t.Fatal("still running after Kill")
+	}
+}

@@ -1,0 +1,310 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Options tune how a node is started. The zero value is usable.
+type Options struct {
+	// Name is the member name; StartCluster appends the member index. Default "n".
+	Name string
+	// Args are extra command-line flags appended after the harness's own.
+	Args []string
+	// Env is added to the inherited environment.
+	Env []string
+	// ReadyTimeout bounds the wait for the node to serve a linearizable read.
+	// Default 60s.
+	ReadyTimeout time.Duration
+}
+
+// Node is one server process. Its methods are not safe for concurrent use.
+type Node struct {
+	Name      string
+	Bin       string
+	DataDir   string
+	ClientURL string // http://127.0.0.1:port, serving gRPC
+	PeerURL   string
+	LogPath   string // stdout and stderr of every run of the process
+
+	t       testing.TB
+	args    []string
+	env     []string
+	timeout time.Duration
+	runs    int
+
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has been waited for
+	werr   error         // cmd.Wait's result, valid after exited is closed
+}
+
+// Start starts a single-member cluster of bin on free 127.0.0.1 ports with a
+// data directory in t.TempDir(), and waits until it serves a linearizable
+// read. The process is killed when the test ends; if the test failed, its
+// log is printed.
+func Start(t testing.TB, bin string, opts Options) *Node {
+	t.Helper()
+	nodes := StartCluster(t, bin, 1, opts)
+	return nodes[0]
+}
+
+// StartCluster starts size members of one cluster and waits until every one
+// serves a linearizable read. Member names are opts.Name plus 1..size.
+func StartCluster(t testing.TB, bin string, size int, opts Options) []*Node {
+	t.Helper()
+	if opts.Name == "" {
+		opts.Name = "n"
+	}
+	if opts.ReadyTimeout == 0 {
+		opts.ReadyTimeout = 60 * time.Second
+	}
+	nodes := make([]*Node, size)
+	var initial []string
+	for i := range nodes {
+		name := opts.Name
+		if size > 1 {
+			name = fmt.Sprintf("%s%d", opts.Name, i+1)
+		}
+		n := &Node{
+			Name:      name,
+			Bin:       bin,
+			DataDir:   filepath.Join(t.TempDir(), name+".data"),
+			ClientURL: "http://" + freeAddr(t),
+			PeerURL:   "http://" + freeAddr(t),
+			t:         t,
+			env:       opts.Env,
+			timeout:   opts.ReadyTimeout,
+		}
+		n.LogPath = filepath.Join(t.TempDir(), name+".log")
+		initial = append(initial, n.Name+"="+n.PeerURL)
+		nodes[i] = n
+	}
+	for _, n := range nodes {
+		n.args = append([]string{
+			"--name", n.Name,
+			"--data-dir", n.DataDir,
+			"--listen-client-urls", n.ClientURL,
+			"--advertise-client-urls", n.ClientURL,
+			"--listen-peer-urls", n.PeerURL,
+			"--initial-advertise-peer-urls", n.PeerURL,
+			"--initial-cluster", strings.Join(initial, ","),
+			"--initial-cluster-state", "new",
+		}, opts.Args...)
+		t.Cleanup(n.cleanup)
+		n.spawn()
+	}
+	for _, n := range nodes {
+		n.WaitReady()
+	}
+	return nodes
+}
+
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment
+// ago. Another process can take it before the server binds it; the server
+// then exits and WaitReady reports its log.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("harness: pick a port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func (n *Node) spawn() {
+	n.t.Helper()
+	n.runs++
+	logf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		n.t.Fatalf("harness: %v", err)
+	}
+	fmt.Fprintf(logf, "=== harness: run %d: %s %s\n", n.runs, n.Bin, strings.Join(n.args, " "))
+	cmd := exec.Command(n.Bin, n.args...)
+	cmd.Env = append(os.Environ(), n.env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	killWithParent(cmd)
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		n.t.Fatalf("harness: start %s: %v", n.Bin, err)
+	}
+	n.cmd = cmd
+	n.exited = make(chan struct{})
+	go func() {
+		n.werr = cmd.Wait()
+		logf.Close()
+		close(n.exited)
+	}()
+}
+
+// Running reports whether the process is alive.
+func (n *Node) Running() bool {
+	if n.cmd == nil {
+		return false
+	}
+	select {
+	case <-n.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// PID returns the process id of the current run, or 0.
+func (n *Node) PID() int {
+	if !n.Running() {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
+// NewClient returns a client for this node alone. The caller closes it.
+// Configure may adjust the config before the client is made.
+func (n *Node) NewClient(configure ...func(*clientv3.Config)) (*clientv3.Client, error) {
+	cfg := clientv3.Config{
+		Endpoints:   []string{n.ClientURL},
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	return clientv3.New(cfg)
+}
+
+// Client returns a client for this node that is closed when the test ends.
+func (n *Node) Client(t testing.TB, configure ...func(*clientv3.Config)) *clientv3.Client {
+	t.Helper()
+	c, err := n.NewClient(configure...)
+	if err != nil {
+		t.Fatalf("harness: client for %s: %v", n.Name, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// WaitReady polls the node until Status and a linearizable Get succeed, the
+// process exits, or the ready timeout passes; the last two fail the test.
+func (n *Node) WaitReady() {
+	n.t.Helper()
+	if err := n.waitReady(); err != nil {
+		n.t.Fatalf("harness: %s (%s) not ready: %v\n%s", n.Name, n.ClientURL, err, n.logTail())
+	}
+}
+
+func (n *Node) waitReady() error {
+	ctx, cancel := context.WithTimeout(context.Background(), n.timeout)
+	defer cancel()
+	cli, err := n.NewClient()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		err = probe(ctx, cli, n.ClientURL)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-n.exited:
+			return fmt.Errorf("process exited: %v", n.werr)
+		case <-ctx.Done():
+			return fmt.Errorf("timed out after %v: last error: %v", n.timeout, err)
+		case <-poll.C:
+		}
+	}
+}
+
+func probe(ctx context.Context, cli *clientv3.Client, ep string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, err := cli.Status(ctx, ep); err != nil {
+		return err
+	}
+	_, err := cli.Get(ctx, "harness-ready-probe")
+	return err
+}
+
+// Stop sends SIGTERM and waits for the process to exit, killing it after 30s.
+// It returns the process's exit error, if any; a SIGKILL is an error.
+func (n *Node) Stop() error {
+	n.t.Helper()
+	if !n.Running() {
+		return nil
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	select {
+	case <-n.exited:
+		return n.werr
+	case <-time.After(30 * time.Second):
+		n.Kill()
+		return fmt.Errorf("harness: %s did not exit within 30s of SIGTERM; killed", n.Name)
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to exit.
+func (n *Node) Kill() {
+	if !n.Running() {
+		return
+	}
+	_ = n.cmd.Process.Kill()
+	<-n.exited
+}
+
+// Restart stops the node (SIGTERM) if it is running and starts it again with
+// the same data directory, ports and flags, then waits until it is ready.
+func (n *Node) Restart() {
+	n.t.Helper()
+	if err := n.Stop(); err != nil {
+		n.t.Logf("harness: %s stop before restart: %v", n.Name, err)
+	}
+	n.spawn()
+	n.WaitReady()
+}
+
+// Log returns everything the process has written so far.
+func (n *Node) Log() string {
+	data, err := os.ReadFile(n.LogPath)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	return string(data)
+}
+
+const logTailBytes = 64 << 10
+
+func (n *Node) logTail() string {
+	log := n.Log()
+	if len(log) > logTailBytes {
+		log = "...\n" + log[len(log)-logTailBytes:]
+	}
+	return fmt.Sprintf("--- log of %s (%s) ---\n%s--- end of log of %s ---", n.Name, n.LogPath, log, n.Name)
+}
+
+var logMu sync.Mutex // keeps logs of several nodes from interleaving
+
+func (n *Node) cleanup() {
+	n.Kill()
+	if n.t.Failed() {
+		logMu.Lock()
+		defer logMu.Unlock()
+		n.t.Log("\n" + n.logTail())
+	}
+}
