@@ -1,9 +1,7 @@
 package mvcc
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"hash/crc32"
 	"sync"
 
@@ -245,6 +243,3 @@ func (v *view) keptAt(recBytes []byte, r Rev, target int64) (bool, error) {
 	}
 	return it.Value()[0] == versionPut || r.Main == target, nil
 }
-
-var _ = errors.Is
-var _ = bytes.Equal

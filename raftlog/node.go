@@ -309,7 +309,26 @@ func (n *Node) LinearizableBarrier(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return n.WaitApplied(ctx, index)
+	return n.WaitApplied(ctx, n.lastStateIndex(index))
+}
+
+// lastStateIndex returns the index of the last entry at or below index that
+// the state machine sees. Raft's own entries (the no-op a new leader
+// commits, barriers) never reach the FSM, so waiting for them would wait
+// forever.
+func (n *Node) lastStateIndex(index uint64) uint64 {
+	var l raft.Log
+	for i := index; i > n.fsm.applied.Load(); i-- {
+		if err := n.logs.GetLog(i, &l); err != nil {
+			// Truncated: it is below a snapshot, which the state machine
+			// had applied and synced before the truncation.
+			return n.fsm.applied.Load()
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return i
+		}
+	}
+	return n.fsm.applied.Load()
 }
 
 // readCoalescer lets concurrent readers share one leadership check. A reader

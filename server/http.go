@@ -21,13 +21,17 @@ func (s *Server) httpHandler() http.Handler {
 		fmt.Fprintf(w, `{"etcdserver":%q,"etcdcluster":%q,"storage":%q}`, Version, ClusterVersion, ClusterVersion)
 	})
 	mux.HandleFunc("/health", s.serveHealth)
-	mux.HandleFunc("/livez", s.checks(map[string]func(context.Context) error{"serializable_read": s.readCheck(true)}))
-	mux.HandleFunc("/readyz", s.checks(map[string]func(context.Context) error{
+	livez := s.checks(map[string]func(context.Context) error{"serializable_read": s.readCheck(true)})
+	readyz := s.checks(map[string]func(context.Context) error{
 		"serializable_read": s.readCheck(true),
 		"linearizable_read": s.readCheck(false),
 		"data_corruption":   func(context.Context) error { return nil },
 		"non_learner":       func(context.Context) error { return nil },
-	}))
+	})
+	mux.HandleFunc("/livez", livez)
+	mux.HandleFunc("/livez/", livez)
+	mux.HandleFunc("/readyz", readyz)
+	mux.HandleFunc("/readyz/", readyz)
 	return getOnly(mux)
 }
 

@@ -254,10 +254,15 @@ func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.
 		return nil, toGRPC(err)
 	}
 	s.metrics.proposalsCommitted.Inc()
-	if e, ok := res.(error); ok {
-		return nil, toGRPC(e)
+	switch r := res.(type) {
+	case error:
+		return nil, toGRPC(r)
+	case proto.Message:
+		return r, nil
 	}
-	return res.(proto.Message), nil
+	// Only an entry replayed after a restart has no result, and nobody
+	// waits for those.
+	return nil, rpctypes.ErrGRPCTimeout
 }
 
 // linearizable waits until this member's state reflects every write

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/protobuf/proto"
 
@@ -28,7 +27,7 @@ type watchSession struct {
 	s        *Server
 	stream   pb.Watch_WatchServer
 	ws       *mvcc.WatchStream
-	ctrl     chan *pb.WatchResponse
+	ctrl     chan control
 	progress map[int64]bool // watch ids with progress_notify
 	fragment map[int64]bool
 	active   map[int64]bool // ids whose events were sent since the last tick
@@ -37,7 +36,7 @@ type watchSession struct {
 func (w *watchServer) Watch(stream pb.Watch_WatchServer) error {
 	sess := &watchSession{
 		s: w.s, stream: stream, ws: w.s.kv.NewWatchStream(),
-		ctrl: make(chan *pb.WatchResponse, 64),
+		ctrl: make(chan control, 64),
 	}
 	defer sess.ws.Close()
 	ctx, cancel := context.WithCancel(stream.Context())
@@ -62,7 +61,10 @@ func (w *watchServer) Watch(stream pb.Watch_WatchServer) error {
 	}
 }
 
-type watchOptions struct {
+// control is a created or canceled response, with the options of a newly
+// created watch that send needs.
+type control struct {
+	resp               *pb.WatchResponse
 	progress, fragment bool
 }
 
@@ -72,16 +74,17 @@ func (ss *watchSession) recv(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		var resp *pb.WatchResponse
+		var resp control
 		switch {
 		case req.GetCreateRequest() != nil:
-			resp = ss.create(req.GetCreateRequest())
+			c := req.GetCreateRequest()
+			resp = control{resp: ss.create(c), progress: c.ProgressNotify, fragment: c.Fragment}
 		case req.GetCancelRequest() != nil:
 			id := req.GetCancelRequest().WatchId
 			if !ss.ws.Cancel(id) {
 				continue // etcd does not answer an unknown id
 			}
-			resp = &pb.WatchResponse{Header: ss.s.header(nil), WatchId: id, Canceled: true}
+			resp = control{resp: &pb.WatchResponse{Header: ss.s.header(nil), WatchId: id, Canceled: true}}
 		case req.GetProgressRequest() != nil:
 			ss.ws.RequestProgress(-1)
 			continue
@@ -126,21 +129,7 @@ func (ss *watchSession) create(c *pb.WatchCreateRequest) *pb.WatchResponse {
 	if err != nil {
 		return fail(err.Error())
 	}
-	return &pb.WatchResponse{
-		Header:  ss.s.header(&pb.ResponseHeader{Revision: rev}),
-		WatchId: id, Created: true,
-		// carried to send() so that it learns the watch's options in order
-		Fragment: c.Fragment, CancelReason: optionsTag(c.ProgressNotify),
-	}
-}
-
-// optionsTag smuggles progress_notify from recv to send inside the created
-// response; send clears it before the response goes out.
-func optionsTag(progress bool) string {
-	if progress {
-		return "\x00progress"
-	}
-	return ""
+	return &pb.WatchResponse{Header: ss.s.header(&pb.ResponseHeader{Revision: rev}), WatchId: id, Created: true}
 }
 
 func (ss *watchSession) send(ctx context.Context) error {
@@ -154,11 +143,11 @@ func (ss *watchSession) send(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case r := <-ss.ctrl:
+		case c := <-ss.ctrl:
+			r := c.resp
 			if r.Created && !r.Canceled {
-				ss.progress[r.WatchId] = r.CancelReason != ""
-				ss.fragment[r.WatchId] = r.Fragment
-				r.CancelReason, r.Fragment = "", false
+				ss.progress[r.WatchId] = c.progress
+				ss.fragment[r.WatchId] = c.fragment
 			}
 			if err := ss.stream.Send(r); err != nil {
 				return err
@@ -241,5 +230,3 @@ func (ss *watchSession) sendEvents(r *pb.WatchResponse) error {
 	}
 	return nil
 }
-
-var _ = mvccpb.PUT

@@ -120,7 +120,6 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 	return cfg, nil
 }
 
-
 func rewordFlagError(err error) error {
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
