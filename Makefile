@@ -1,0 +1,50 @@
+# Ballast's developer entry points. `make verify` is what CI runs.
+GO      ?= go
+PKGS    := ./...
+FUZZTIME ?= 20s
+
+.PHONY: build test test-unit test-e2e fuzz bench bench-compare lint verify etcd-ref clean
+
+build:
+	$(GO) build -o bin/ballast ./cmd/ballast
+
+# The reference etcd v3.7 and etcdctl, built from the Go module proxy in a
+# module of their own (test/etcdref) so etcd's server never enters go.mod.
+etcd-ref:
+	test/etcdref/build.sh
+
+# Every test, race detector on: unit, end-to-end and the etcd compatibility suite.
+test: etcd-ref
+	$(GO) test -race -timeout 20m $(PKGS)
+
+test-unit:
+	$(GO) test -race $$($(GO) list ./... | grep -v /test/)
+
+test-e2e: etcd-ref
+	$(GO) test -race -timeout 20m ./test/...
+
+# Each fuzz target for FUZZTIME.
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+# Go micro-benchmarks of the storage layers.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./mvcc/ ./raftlog/
+
+# Ballast against etcd v3.7 on this machine (docs/benchmarks.md).
+bench-compare: etcd-ref build
+	BALLAST_BIN=bin/ballast ETCD_BIN=bin/etcd $(GO) run ./test/bench -out docs/bench-latest.md
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) test -run TestLayers ./test/layers/
+
+verify: lint test
+
+clean:
+	rm -rf bin
