@@ -33,18 +33,24 @@ func openTestStore(t testing.TB, fs vfs.FS, cfg Config) *testStore {
 	if fs == nil {
 		fs = vfs.NewMem()
 	}
-	db, err := store.Open(store.Config{Dir: testDir, FS: fs, CacheSize: 8 << 20})
+	ts := &testStore{t: t, fs: fs}
+	ts.open(cfg)
+	t.Cleanup(ts.close)
+	return ts
+}
+
+func (ts *testStore) open(cfg Config) {
+	ts.t.Helper()
+	db, err := store.Open(store.Config{Dir: testDir, FS: ts.fs, CacheSize: 8 << 20})
 	if err != nil {
-		t.Fatalf("store.Open: %v", err)
+		ts.t.Fatalf("store.Open: %v", err)
 	}
 	s, err := Open(db, cfg)
 	if err != nil {
 		db.Close()
-		t.Fatalf("mvcc.Open: %v", err)
+		ts.t.Fatalf("mvcc.Open: %v", err)
 	}
-	ts := &testStore{t: t, fs: fs, db: db, s: s, index: s.AppliedIndex()}
-	t.Cleanup(ts.close)
-	return ts
+	ts.db, ts.s, ts.index = db, s, s.AppliedIndex()
 }
 
 func (ts *testStore) close() {
@@ -61,8 +67,7 @@ func (ts *testStore) close() {
 func (ts *testStore) reopen(cfg Config) {
 	ts.t.Helper()
 	ts.close()
-	n := openTestStore(ts.t, ts.fs, cfg)
-	*ts = *n
+	ts.open(cfg)
 }
 
 func marshalEntry(t testing.TB, index uint64, r *pb.InternalRaftRequest) Entry {

@@ -228,11 +228,7 @@ func (n *Node) watchLeadership() {
 }
 
 // Term is the current Raft term.
-func (n *Node) Term() uint64 {
-	var t uint64
-	fmt.Sscan(n.raft.Stats()["term"], &t)
-	return t
-}
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
 
 // IsLeader reports whether this node is the leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }

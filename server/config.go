@@ -30,6 +30,7 @@ type Config struct {
 	AutoCompactionMode          string // periodic | revision
 	AutoCompactionRetention     string
 	WatchProgressNotifyInterval time.Duration
+	EnablePprof                 bool
 	Logger                      *slog.Logger
 }
 

@@ -5,6 +5,7 @@ import (
 
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -28,6 +29,12 @@ func (s *Server) httpHandler() http.Handler {
 		"data_corruption":   func(context.Context) error { return nil },
 		"non_learner":       func(context.Context) error { return nil },
 	})
+	if s.cfg.EnablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/livez", livez)
 	mux.HandleFunc("/livez/", livez)
 	mux.HandleFunc("/readyz", readyz)

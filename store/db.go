@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -21,7 +23,10 @@ type Config struct {
 // batches and iterators rather than wrapping each one.
 type DB struct {
 	*pebble.DB
-	cache *pebble.Cache
+
+	sizeMu sync.Mutex
+	size   int64
+	sizeAt time.Time
 }
 
 // ErrNotFound is returned by Get helpers when a key is absent.
@@ -69,10 +74,19 @@ func GetCopy(r pebble.Reader, key []byte) ([]byte, error) {
 	return out, nil
 }
 
-// Size is the bytes the instance occupies on disk.
+// Size is the bytes the instance occupies on disk, at most sizeMaxAge old:
+// computing Pebble's metrics is too costly for every write's quota check.
 func (db *DB) Size() int64 {
-	return int64(db.Metrics().DiskSpaceUsage())
+	db.sizeMu.Lock()
+	defer db.sizeMu.Unlock()
+	if time.Since(db.sizeAt) > sizeMaxAge {
+		db.size = int64(db.Metrics().DiskSpaceUsage())
+		db.sizeAt = time.Now()
+	}
+	return db.size
 }
+
+const sizeMaxAge = 250 * time.Millisecond
 
 // pebbleLogger adapts slog to Pebble's logger; Pebble's info chatter goes to debug.
 type pebbleLogger struct{ l *slog.Logger }

@@ -53,7 +53,7 @@ var unsupported = []string{
 	"cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls",
 	"peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-client-cert-auth", "peer-auto-tls",
 	"auth-token", "listen-metrics-urls", "discovery", "discovery-srv", "proxy", "enable-v2",
-	"enable-pprof", "force-new-cluster", "max-snapshots", "max-wals", "strict-reconfig-check",
+	"force-new-cluster", "max-snapshots", "max-wals", "strict-reconfig-check",
 	"experimental-initial-corrupt-check", "unsafe-no-fsync",
 }
 
@@ -92,6 +92,7 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 	fs.StringVar(&cfg.AutoCompactionRetention, "auto-compaction-retention", "0", "auto compaction retention: hours or a duration (periodic), revisions (revision); 0 disables")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "duration of periodic watch progress notifications")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "experimental-watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "deprecated alias of --watch-progress-notify-interval")
+	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "serve runtime profiling data over HTTP at /debug/pprof/ on the client port")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	configFile := fs.String("config-file", "", "path to an etcd-style YAML configuration file; flags are then ignored, as in etcd")
 	for _, name := range unsupported {
