@@ -160,7 +160,7 @@ func (s *Server) listen() error {
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(math.MaxUint32),
 		// Reused handler goroutines keep their grown stacks: no stack growth per request.
-		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
+		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
 		grpc.ChainUnaryInterceptor(s.requireLeaderUnary),
 		grpc.ChainStreamInterceptor(s.requireLeaderStream),
 	)
