@@ -98,7 +98,9 @@ func (c *compactor) run() {
 func (c *compactor) step(done, target int64) (int64, error) {
 	snap := c.s.db.NewSnapshot()
 	defer snap.Close()
-	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: revKey(Rev{Main: max(done+1, 0)}), UpperBound: revKey(Rev{Main: target + 1})})
+	// Start at done, not after it: a tombstone at exactly the previous
+	// compaction revision was kept then and must go now.
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: revKey(Rev{Main: max(done, 0)}), UpperBound: revKey(Rev{Main: target + 1})})
 	if err != nil {
 		return done, err
 	}

@@ -35,6 +35,7 @@ func TestLeaseGrantRevoke(t *testing.T) {
 	}{
 		{"ttl below minimum is raised", grantReq(1, 1), nil, &pb.LeaseGrantResponse{Header: &pb.ResponseHeader{Revision: 1}, ID: 1, TTL: 5}},
 		{"negative ttl is raised", grantReq(4, -5), nil, &pb.LeaseGrantResponse{Header: &pb.ResponseHeader{Revision: 1}, ID: 4, TTL: 5}},
+		{"ttl just above minimum", grantReq(5, 6), nil, &pb.LeaseGrantResponse{Header: &pb.ResponseHeader{Revision: 1}, ID: 5, TTL: 6}},
 		{"ttl kept", grantReq(2, 100), nil, &pb.LeaseGrantResponse{Header: &pb.ResponseHeader{Revision: 1}, ID: 2, TTL: 100}},
 		{"existing id", grantReq(1, 10), ErrLeaseExists, nil},
 		{"ttl too large", grantReq(3, MaxLeaseTTL+1), ErrLeaseTTLTooBig, nil},
@@ -101,12 +102,12 @@ func TestLeaseGrantRevoke(t *testing.T) {
 	})
 	t.Run("survives restart", func(t *testing.T) {
 		ts.reopen(Config{MinLeaseTTL: 7})
-		ttl, err := ts.s.LeaseTimeToLive(4, false)
+		ttl, err := ts.s.LeaseTimeToLive(5, false)
 		if err != nil || ttl.GrantedTTL != 7 {
-			t.Fatalf("lease 4 after restart with a larger minimum: %v, %v; want granted TTL 7", ttl, err)
+			t.Fatalf("lease 5 after restart with a larger minimum: %v, %v; want granted TTL 7", ttl, err)
 		}
-		if got := ts.s.Leases(); !slices.Equal(sortedIDs(got), []int64{2, 3, 4}) {
-			t.Fatalf("Leases() = %v, want 2, 3, 4", got)
+		if got := ts.s.Leases(); !slices.Equal(sortedIDs(got), []int64{2, 3, 5}) {
+			t.Fatalf("Leases() = %v, want 2, 3, 5", got)
 		}
 		resp := ts.must(revokeReq(2)).(*pb.LeaseRevokeResponse)
 		if resp.Header.Revision != 10 || ts.get("b") != nil || ts.get("d") != nil {
@@ -167,6 +168,8 @@ func TestLeaseExpiry(t *testing.T) {
 			t.Fatalf("LeaseRenew(2) = %d, %v", ttl, err)
 		} // 2 now expires at t0+31s
 		at(21 * time.Second)
+		expired(t, 1)
+		at(31*time.Second - time.Millisecond)
 		expired(t, 1)
 		if got := ts.s.ExpiredLeases(1); len(got) != 1 {
 			t.Fatalf("ExpiredLeases(1) returned %d ids", len(got))

@@ -428,6 +428,7 @@ var modelBounds = append(slices.Clone(modelKeys), "\x01", "a\x00\x00", "aa", "bz
 type gen struct {
 	rng *rand.Rand
 	m   *model
+	big int // if > 0, values get up to this many extra bytes
 }
 
 func (g *gen) key() string   { return modelKeys[g.rng.IntN(len(modelKeys))] }
@@ -441,6 +442,13 @@ func (g *gen) value() []byte {
 	b := make([]byte, g.rng.IntN(4))
 	for i := range b {
 		b[i] = alphabet[g.rng.IntN(len(alphabet))]
+	}
+	if g.big > 0 {
+		pad := make([]byte, g.rng.IntN(g.big))
+		for i := range pad {
+			pad[i] = byte(g.rng.Uint32())
+		}
+		b = append(b, pad...)
 	}
 	return b
 }

@@ -140,10 +140,10 @@ func TestPutOptions(t *testing.T) {
 func TestTxnCompares(t *testing.T) {
 	ts := openTestStore(t, nil, Config{})
 	ts.must(grantReq(5, 60))
-	ts.must(putReq("a", "1"))           // rev 2
-	ts.must(putReq("b", "2"))           // rev 3
-	ts.must(putLeaseReq("b", "3", 5))   // rev 4: b create 3, mod 4, version 2, lease 5
-	ts.must(putReq("c", "1"))           // rev 5
+	ts.must(putReq("a", "1"))         // rev 2
+	ts.must(putReq("b", "2"))         // rev 3
+	ts.must(putLeaseReq("b", "3", 5)) // rev 4: b create 3, mod 4, version 2, lease 5
+	ts.must(putReq("c", "1"))         // rev 5
 	const (
 		EQ = pb.Compare_EQUAL
 		NE = pb.Compare_NOT_EQUAL

@@ -87,8 +87,8 @@ func TestWatchHistoryThenSynced(t *testing.T) {
 		return p.Revision == 5 && len(p.Events) == 0
 	})
 	ts.must(txnReq(&pb.TxnRequest{Success: []*pb.RequestOp{opPut("a", "2"), opPut("z", "2"), opPut("b", "2")}})) // 6
-	ts.must(putReq("z", "3"))                                                                               // 7: no response
-	ts.must(putReq("b", "3"))                                                                               // 8
+	ts.must(putReq("z", "3"))                                                                                    // 7: no response
+	ts.must(putReq("b", "3"))                                                                                    // 8
 	for _, w := range []struct {
 		rev int64
 		evs []*mvccpb.Event

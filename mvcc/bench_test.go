@@ -1,0 +1,58 @@
+package mvcc
+
+import (
+	"fmt"
+	"testing"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+)
+
+// BenchmarkApplyPuts applies batches of 100 entries of one put each.
+func BenchmarkApplyPuts(b *testing.B) {
+	ts := openTestStore(b, nil, Config{})
+	value := make([]byte, 128)
+	batch := make([]Entry, 100)
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		for j := range batch {
+			i++
+			batch[j] = marshalEntry(b, uint64(i), &pb.InternalRaftRequest{Put: &pb.PutRequest{Key: fmt.Appendf(nil, "key-%08d", i%100000), Value: value}})
+		}
+		ts.s.Apply(batch)
+	}
+	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "puts/s")
+}
+
+// BenchmarkRange reads 500 of 10,000 keys, at the current revision (the
+// latest index) and at a past one (the version index).
+func BenchmarkRange(b *testing.B) {
+	ts := openTestStore(b, nil, Config{})
+	value := make([]byte, 128)
+	var reqs []*pb.InternalRaftRequest
+	for range 2 { // two versions of every key
+		for i := range 10000 {
+			reqs = append(reqs, &pb.InternalRaftRequest{Put: &pb.PutRequest{Key: fmt.Appendf(nil, "key-%05d", i), Value: value}})
+			if len(reqs) == 1000 {
+				ts.apply(reqs...)
+				reqs = reqs[:0]
+			}
+		}
+	}
+	past := int64(10000 + 5000) // first round done, half of the second
+	for _, bc := range []struct {
+		name string
+		rev  int64
+	}{{"current", 0}, {"past", past}} {
+		b.Run(bc.name, func(b *testing.B) {
+			q := &pb.RangeRequest{Key: []byte("key-02000"), RangeEnd: []byte("key-02500"), Revision: bc.rev}
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := ts.s.Range(q)
+				if err != nil || len(resp.Kvs) != 500 {
+					b.Fatalf("range: %d kvs, %v", len(resp.GetKvs()), err)
+				}
+			}
+		})
+	}
+}
