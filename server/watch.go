@@ -104,7 +104,7 @@ func (ss *watchSession) create(c *pb.WatchCreateRequest) *pb.WatchResponse {
 		return &pb.WatchResponse{Header: ss.s.header(nil), WatchId: -1, Created: true, Canceled: true, CancelReason: reason}
 	}
 	if c.StartRevision < 0 {
-		return fail(rpctypes.ErrGRPCCompacted.Error())
+		return fail(rpctypes.ErrCompacted.Error())
 	}
 	key := c.Key
 	if len(key) == 0 {

@@ -7,11 +7,14 @@ package compat
 // case), leases by their order of grant in the case (L1, L2, ...).
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 var (
@@ -43,6 +46,13 @@ var cases = []compatCase{
 		get("pg/", prefix()),
 		getStream("pg/", prefix()),
 		getStream("pg/a"),
+		// Keys at the end of the key space: the prefix of "\xff\xff" has
+		// no end key, so it runs to the end.
+		put("\xff", "x"), put("\xff\xff", "y"), put("\xff\xff\x01", "z"),
+		get("\xff", prefix()),
+		get("\xff\xff", prefix()),
+		get("\xff\xff", fromKey(), keysOnly()),
+		del("\xff", prefix(), prevKV()),
 	)},
 
 	{"kv/range", ops(
@@ -243,6 +253,9 @@ var cases = []compatCase{
 		txn(nil, nil, puts("tl/", 129)),
 		txn(many(129, func(i int) cmp { return cmpVersion(fmt.Sprintf("tl/%03d", i), ">", 0) }), nil, nil),
 		txn(nil, repeat(129, func(i int) step { return get(fmt.Sprintf("tl/%03d", i)) }), nil),
+		// Nested ops count towards the limit.
+		txn(nil, append(puts("tl/", 63), txn(nil, puts("tl/n/", 64), nil)), nil),
+		txn(nil, append(puts("tl/", 64), txn(nil, puts("tl/n/", 64), nil)), nil),
 		txn(nil, append(puts("tl/", 100), txn(nil, puts("tl/n/", 100), nil)), nil),
 		txn(nil, ops(put("tl/a", "1"), put("tl/a", "2")), nil),
 		txn(nil, ops(put("tl/a", "1"), del("tl/", prefix())), nil),
@@ -275,6 +288,71 @@ var cases = []compatCase{
 		get("er/", prefix()),
 	)},
 
+	{"errors/raw", ops(
+		// Requests clientv3 would not send as written.
+		put("ra/a", "1"), put("ra/b", "2"),
+		rawRange("sort_order=5", &pb.RangeRequest{Key: []byte("ra/a"), SortOrder: 5}),
+		rawRange("sort_target=9", &pb.RangeRequest{Key: []byte("ra/a"), SortTarget: 9, SortOrder: pb.RangeRequest_ASCEND}),
+		rawRange("revision=-1", &pb.RangeRequest{Key: []byte("ra/a"), Revision: -1}),
+		rawRange("limit=-1", &pb.RangeRequest{Key: []byte("ra/"), RangeEnd: []byte("ra0"), Limit: -1}),
+		rawRange("range_end<key", &pb.RangeRequest{Key: []byte("ra/b"), RangeEnd: []byte("ra/a")}),
+		rawRange("sort=key,ascend limit=1", &pb.RangeRequest{Key: []byte("ra/"), RangeEnd: []byte("ra0"),
+			SortOrder: pb.RangeRequest_ASCEND, SortTarget: pb.RangeRequest_KEY, Limit: 1}),
+		rawRange("min_mod_revision=-5 max_create_revision=-5", &pb.RangeRequest{Key: []byte("ra/"), RangeEnd: []byte("ra0"),
+			MinModRevision: -5, MaxCreateRevision: -5}),
+		rawRange("empty key with range_end", &pb.RangeRequest{RangeEnd: []byte("ra0")}),
+		rawDel("range_end<key", &pb.DeleteRangeRequest{Key: []byte("ra/b"), RangeEnd: []byte("ra/a"), PrevKv: true}),
+		rawDel("empty key with range_end", &pb.DeleteRangeRequest{RangeEnd: []byte("ra/")}),
+		rawPut("ignore_value ignore_lease on a missing key", &pb.PutRequest{Key: []byte("ra/missing"), IgnoreValue: true, IgnoreLease: true}),
+		rawPut("lease=-1", &pb.PutRequest{Key: []byte("ra/c"), Lease: -1}),
+		rawTxn("compare result=9", &pb.TxnRequest{Compare: []*pb.Compare{{Key: []byte("ra/a"),
+			Target: pb.Compare_VALUE, Result: 9, TargetUnion: &pb.Compare_Value{Value: []byte("1")}}}}),
+		rawTxn("compare target=9", &pb.TxnRequest{Compare: []*pb.Compare{{Key: []byte("ra/a"),
+			Target: 9, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_Value{Value: []byte("1")}}}}),
+		rawTxn("compare version without a value", &pb.TxnRequest{Compare: []*pb.Compare{{Key: []byte("ra/a"),
+			Target: pb.Compare_VERSION, Result: pb.Compare_EQUAL}},
+			Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: []byte("ra/a")}}}}}),
+		rawTxn("compare value against a version", &pb.TxnRequest{Compare: []*pb.Compare{{Key: []byte("ra/a"),
+			Target: pb.Compare_VALUE, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_Version{Version: 1}}}}),
+		rawTxn("empty request op", &pb.TxnRequest{Success: []*pb.RequestOp{{}}}),
+		rawTxn("range op without a request", &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestRange{}}}}),
+		rawTxn("put op without a request", &pb.TxnRequest{Failure: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{}}}}),
+		rawCompact(0),
+		rawCompact(-1),
+		raw("lease grant id=-12345", func(ctx context.Context, tg *target) (proto.Message, error) {
+			return leaseClient(tg).LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: -12345, TTL: 3600})
+		}),
+		revoke(rawLease(-12345)),
+		raw("lease revoke id=0", func(ctx context.Context, tg *target) (proto.Message, error) {
+			return leaseClient(tg).LeaseRevoke(ctx, &pb.LeaseRevokeRequest{})
+		}),
+		raw("lease timetolive id=0", func(ctx context.Context, tg *target) (proto.Message, error) {
+			return leaseClient(tg).LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{})
+		}),
+		get("ra/", prefix()),
+	)},
+
+	{"leases/keys", ops(
+		grant(600), grant(600),
+		put("lk/a", "1", withLease(lease(1))),
+		put("lk/b", "1", withLease(lease(1))),
+		put("lk/a", "2", withLease(lease(2))),
+		del("lk/b"),
+		timeToLive(lease(1), true),
+		timeToLive(lease(2), true),
+		txn(nil, ops(put("lk/c", "1", withLease(lease(1))), put("lk/d", "1", withLease(lease(2))), put("lk/e", "1", withLease(lease(2)))), nil),
+		timeToLive(lease(1), true),
+		timeToLive(lease(2), true),
+		revoke(lease(2)),
+		get("lk/", prefix()),
+		watch("lk/", wPrefix(), wStart(at(1)), wPrevKV()),
+		put("lk/f", "1", withLease(lease(1))),
+		put("lk/f", "2", ignoreLease(), prevKV()),
+		timeToLive(lease(1), true),
+		revoke(lease(1)),
+		get("lk/", prefix()),
+	)},
+
 	{"leases/basic", ops(
 		grant(600), grant(1200),
 		timeToLive(lease(1), false),
@@ -300,6 +378,10 @@ var cases = []compatCase{
 		grant(9000000001),
 		grant(9000000000),
 		revoke(lease(4)),
+		// TTLs below the minimum (etcd raises them internally).
+		grant(1), revoke(lease(5)),
+		grant(0), revoke(lease(6)),
+		grant(-1), revoke(lease(7)),
 		leases(),
 		revoke(lease(2)),
 		get("le/", prefix()),
@@ -311,6 +393,7 @@ var cases = []compatCase{
 		put("lx/b", "1", withLease(lease(1))),
 		waitGone("lx/a", 30*time.Second),
 		get("lx/", prefix()),
+		watch("lx/", wPrefix(), wStart(at(1)), wPrevKV()),
 		timeToLive(lease(1), true),
 		revoke(lease(1)),
 	)},
@@ -347,8 +430,61 @@ var cases = []compatCase{
 			del("wl/a"),
 		)),
 		watch("wl/a", wNoDelete(), wCancel(), wDuring(put("wl/a", "3"), del("wl/a"))),
-		watch("wl/", wPrefix(), wStart(at(100)), wDuring(put("wl/a", "4"))),
+		// Starts two revisions ahead: @13 and @14 are not seen.
+		watch("wl/", wPrefix(), wStart(at(15)), wDuring(put("wl/a", "4"), put("wl/a", "5"), put("wl/a", "6"), put("wl/b", "6"))),
 		watch("wl/a", wStart(at(1)), wCancel()),
+	)},
+
+	{"watch/stream", ops(
+		put("ws/a", "1"), put("ws/b", "1"),
+		watchStream("several watches, a client-chosen and a duplicate ID, cancels",
+			[]wspec{
+				{req: &pb.WatchCreateRequest{Key: []byte("ws/a")}, start: &[]revArg{at(1)}[0]},
+				{req: &pb.WatchCreateRequest{Key: []byte("ws/"), RangeEnd: []byte("ws0"), WatchId: 7}, start: &[]revArg{at(1)}[0]},
+				{req: &pb.WatchCreateRequest{Key: []byte("ws/b"), WatchId: 7}},
+				{req: &pb.WatchCreateRequest{Key: []byte("ws/b"), PrevKv: true}},
+				{req: &pb.WatchCreateRequest{Key: []byte("ws/a"), Filters: []pb.WatchCreateRequest_FilterType{pb.WatchCreateRequest_NOPUT}}},
+			},
+			ops(put("ws/a", "2"), put("ws/b", "2"), del("ws/a")),
+			[]int64{7, 99, 1}),
+		watchStream("start revision -1",
+			[]wspec{{req: &pb.WatchCreateRequest{Key: []byte("ws/a"), StartRevision: -1}}}, nil, nil),
+		watchStream("empty key",
+			[]wspec{{req: &pb.WatchCreateRequest{}}}, ops(put("ws/c", "1")), nil),
+		watchStream("empty key to the end",
+			[]wspec{{req: &pb.WatchCreateRequest{RangeEnd: []byte{0}}}}, ops(put("ws/c", "2")), nil),
+		watchStream("unknown filter",
+			[]wspec{{req: &pb.WatchCreateRequest{Key: []byte("ws/c"), Filters: []pb.WatchCreateRequest_FilterType{7}}}},
+			ops(put("ws/c", "3"), del("ws/c")), nil),
+		// Two events of 1 MiB, with and without fragmenting.
+		put("ws/big/1", strings.Repeat("1", 1<<20)),
+		put("ws/big/2", strings.Repeat("2", 1<<20)),
+		watchStream("large events, fragmented",
+			[]wspec{{req: &pb.WatchCreateRequest{Key: []byte("ws/big/"), RangeEnd: []byte("ws/big0"), Fragment: true}, start: &[]revArg{at(1)}[0]}},
+			nil, nil),
+		watchStream("large events",
+			[]wspec{{req: &pb.WatchCreateRequest{Key: []byte("ws/big/"), RangeEnd: []byte("ws/big0"), PrevKv: true}, start: &[]revArg{at(1)}[0]}},
+			ops(del("ws/big/", prefix())), nil),
+	)},
+
+	{"restart", ops(
+		// State that must survive a restart: data, history, the compaction
+		// revision, leases and their keys, and the revision counter.
+		put("rs/a", "1"), put("rs/a", "2"), put("rs/x", "1"), del("rs/x"),
+		grant(600),
+		put("rs/b", "1", withLease(lease(1))),
+		compact(at(2)),
+		restart(),
+		get("rs/", prefix()),
+		get("rs/a", atRev(at(2))),
+		get("rs/a", atRev(at(1))),
+		compact(at(2)),
+		timeToLive(lease(1), true),
+		watch("rs/", wPrefix(), wStart(at(2)), wPrevKV()),
+		watch("rs/", wPrefix(), wStart(at(1))),
+		put("rs/c", "1"),
+		revoke(lease(1)),
+		get("rs/", prefix()),
 	)},
 
 	{"compaction", ops(

@@ -6,14 +6,16 @@ package compat
 
 import (
 	"context"
-	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/ballast-kv/ballast/test/internal/harness"
 )
@@ -63,13 +65,19 @@ func startPair(t *testing.T) *pair {
 	etcdBin := harness.EtcdBin(t)
 	sutBin, sutName := os.Getenv("COMPAT_TARGET_BIN"), "ballast"
 	if sutBin != "" {
+		sutBin = harness.FromRoot(t, sutBin)
 		sutName = filepath.Base(sutBin) + "(target)"
 	} else {
 		sutBin = harness.BallastBin(t)
 	}
 	mk := func(name, bin string) *target {
 		n := harness.Start(t, bin, harness.Options{Name: name})
-		return &target{name: name, node: n, cli: n.Client(t), leaseOrd: map[int64]int64{}}
+		// The raw stubs used for watches and leases on the client's
+		// connection get clientv3's receive limit, not gRPC's 4 MiB.
+		cli := n.Client(t, func(c *clientv3.Config) {
+			c.DialOptions = append(c.DialOptions, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
+		})
+		return &target{name: name, node: n, cli: cli, leaseOrd: map[int64]int64{}}
 	}
 	p := &pair{ref: mk("etcd", etcdBin), sut: mk(sutName, sutBin)}
 	t.Logf("reference %s at %s; target %s (%s) at %s", etcdBin, p.ref.node.ClientURL, sutName, sutBin, p.sut.node.ClientURL)
@@ -139,7 +147,7 @@ func (p *pair) run(t *testing.T, steps []step) int {
 func (p *pair) check(t *testing.T, i int, s step) bool {
 	t.Helper()
 	var ref, sut string
-	p.both(func(tg *target) {
+	run := func(tg *target) {
 		ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
 		defer cancel()
 		out := s.exec(ctx, tg)
@@ -148,13 +156,29 @@ func (p *pair) check(t *testing.T, i int, s step) bool {
 		} else {
 			sut = out
 		}
-	})
+	}
+	if s.serial {
+		run(p.ref)
+		run(p.sut)
+	} else {
+		p.both(run)
+	}
+	if verbose {
+		t.Logf("step %d: %s\n%s", i, s.desc, indent(ref))
+	}
 	if ref == sut {
 		return true
 	}
 	t.Errorf("step %d: %s\nresults differ (- %s, + %s; lease IDs shown as -n for the n-th lease granted):\n%s",
 		i, s.desc, p.ref.name, p.sut.name, lineDiff(ref, sut))
 	return false
+}
+
+// verbose logs every step and its result (COMPAT_VERBOSE=1 with go test -v).
+var verbose = os.Getenv("COMPAT_VERBOSE") != ""
+
+func indent(s string) string {
+	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ")
 }
 
 // TestCompat starts one etcd and one server under test and runs every
@@ -176,5 +200,3 @@ type compatCase struct {
 	name  string
 	steps []step
 }
-
-func (c compatCase) String() string { return fmt.Sprintf("%s (%d steps)", c.name, len(c.steps)) }

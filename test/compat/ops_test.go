@@ -27,6 +27,9 @@ type step struct {
 	op func(tg *target) clientv3.Op
 	// run is set for every other step and returns the rendered result.
 	run func(ctx context.Context, tg *target) string
+	// serial runs the step on one server after the other, in the test's
+	// goroutine, instead of on both at once.
+	serial bool
 }
 
 // exec runs s on tg and returns the rendered, normalised result.
@@ -99,23 +102,30 @@ type opt struct {
 	fn   func(tg *target) clientv3.OpOption
 }
 
-func fixed(desc string, o clientv3.OpOption) opt {
-	return opt{desc, func(*target) clientv3.OpOption { return o }}
+// fixed is an option that needs nothing from the target. mk is called for
+// each use: some clientv3 options are closures that must not be shared
+// between goroutines.
+func fixed(desc string, mk func() clientv3.OpOption) opt {
+	return opt{desc, func(*target) clientv3.OpOption { return mk() }}
 }
 
-func prefix() opt           { return fixed("--prefix", clientv3.WithPrefix()) }
-func fromKey() opt          { return fixed("--from-key", clientv3.WithFromKey()) }
-func rangeEnd(e string) opt { return fixed("--range-end="+q(e), clientv3.WithRange(e)) }
-func limit(n int64) opt     { return fixed(fmt.Sprintf("--limit=%d", n), clientv3.WithLimit(n)) }
-func keysOnly() opt         { return fixed("--keys-only", clientv3.WithKeysOnly()) }
-func countOnly() opt        { return fixed("--count-only", clientv3.WithCountOnly()) }
-func serializable() opt     { return fixed("--serializable", clientv3.WithSerializable()) }
-func prevKV() opt           { return fixed("--prev-kv", clientv3.WithPrevKV()) }
-func ignoreValue() opt      { return fixed("--ignore-value", clientv3.WithIgnoreValue()) }
-func ignoreLease() opt      { return fixed("--ignore-lease", clientv3.WithIgnoreLease()) }
+func prefix() opt  { return fixed("--prefix", clientv3.WithPrefix) }
+func fromKey() opt { return fixed("--from-key", clientv3.WithFromKey) }
+func rangeEnd(e string) opt {
+	return fixed("--range-end="+q(e), func() clientv3.OpOption { return clientv3.WithRange(e) })
+}
+func limit(n int64) opt {
+	return fixed(fmt.Sprintf("--limit=%d", n), func() clientv3.OpOption { return clientv3.WithLimit(n) })
+}
+func keysOnly() opt     { return fixed("--keys-only", clientv3.WithKeysOnly) }
+func countOnly() opt    { return fixed("--count-only", clientv3.WithCountOnly) }
+func serializable() opt { return fixed("--serializable", clientv3.WithSerializable) }
+func prevKV() opt       { return fixed("--prev-kv", clientv3.WithPrevKV) }
+func ignoreValue() opt  { return fixed("--ignore-value", clientv3.WithIgnoreValue) }
+func ignoreLease() opt  { return fixed("--ignore-lease", clientv3.WithIgnoreLease) }
 
 func sortBy(target clientv3.SortTarget, order clientv3.SortOrder) opt {
-	return fixed(fmt.Sprintf("--sort=%v,%v", target, order), clientv3.WithSort(target, order))
+	return fixed(fmt.Sprintf("--sort=%v,%v", target, order), func() clientv3.OpOption { return clientv3.WithSort(target, order) })
 }
 
 func revOpt(name string, r revArg, f func(int64) clientv3.OpOption) opt {
@@ -252,6 +262,9 @@ func txn(cmps []cmp, then, els []step) step {
 		}
 		if len(d) > 6 {
 			d = append(d[:3], fmt.Sprintf("... (%d ops)", len(ss)))
+		}
+		if len(d) == 0 {
+			return "(nothing)"
 		}
 		return strings.Join(d, "; ")
 	}

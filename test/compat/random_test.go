@@ -1,11 +1,15 @@
 package compat
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
 // testRandom runs a seeded random sequence of puts, deletes, txns, reads at
@@ -25,6 +29,20 @@ func testRandom(t *testing.T, p *pair) {
 		leases:    []int{1, 2},
 	}
 	mismatches := p.run(t, ops(grant(3600), grant(3600)))
+
+	// A watch over the whole key space of the sequence, open throughout.
+	live := map[*target]*liveWatch{}
+	var mu sync.Mutex
+	p.both(func(tg *target) {
+		w := openWatch(context.Background(), tg, &pb.WatchCreateRequest{
+			Key: []byte("rnd/"), RangeEnd: []byte("rnd0"), PrevKv: true})
+		w.background()
+		mu.Lock()
+		live[tg] = w
+		mu.Unlock()
+	})
+	defer p.both(func(tg *target) { live[tg].close() })
+
 	for i := range n {
 		s := g.next(i, p.ref.rev)
 		if !p.check(t, i, s) {
@@ -34,7 +52,16 @@ func testRandom(t *testing.T, p *pair) {
 			}
 		}
 	}
-	p.run(t, ops(get("rnd/", prefix()), revoke(lease(g.leases[0])), revoke(lease(g.leases[1]))))
+	p.run(t, ops(
+		step{desc: "all events of the watch on rnd/ --prev-kv open since the start", run: func(_ context.Context, tg *target) string {
+			live[tg].drain()
+			return live[tg].out.String()
+		}},
+		watch("rnd/", wPrefix(), wPrevKV(), wStart(absRev(g.compacted+1))),
+		get("rnd/", prefix()),
+		revoke(lease(g.leases[0])),
+		revoke(lease(g.leases[1])),
+	))
 }
 
 func envInt(t *testing.T, name string, def int) int {
@@ -79,7 +106,7 @@ func (g *gen) rev(cur int64) int64 {
 
 func (g *gen) next(i int, cur int64) step {
 	switch {
-	case i%500 == 499:
+	case i%500 == 250:
 		// A compaction, at or a little below the current revision.
 		r := cur - g.rng.Int64N(20)
 		if r <= g.compacted {

@@ -11,6 +11,7 @@ package compat
 //     (etcd returns them in map order);
 //   - a remaining TTL between 1 and the granted TTL is shown as the granted
 //     TTL (it depends on when the request arrived);
+//   - values longer than 256 bytes are shown as their length and hash;
 //   - watch events are compared one by one, not by how they were batched into
 //     responses (see watch).
 //
@@ -18,6 +19,7 @@ package compat
 // depend on.
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -80,6 +82,7 @@ func (tg *target) normalize(m protoreflect.Message) {
 		x.ClusterId, x.MemberId, x.RaftTerm = 0, 0, 0
 	case *mvccpb.KeyValue:
 		x.Lease = tg.leaseName(x.Lease)
+		x.Value = shorten(x.Value)
 	case *pb.LeaseGrantResponse:
 		x.ID = tg.leaseName(x.ID)
 	case *pb.LeaseKeepAliveResponse:
@@ -103,6 +106,14 @@ func (tg *target) normalize(m protoreflect.Message) {
 			return 0
 		})
 	}
+}
+
+// shorten replaces a value too long to print with its length and hash.
+func shorten(v []byte) []byte {
+	if len(v) <= 256 {
+		return v
+	}
+	return fmt.Appendf(nil, "<%d bytes, sha256 %x>", len(v), sha256.Sum256(v))
 }
 
 // opResponseProto returns the protobuf response inside a clientv3 OpResponse.

@@ -8,6 +8,8 @@ package compat
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -99,6 +101,16 @@ func waitGone(k string, timeout time.Duration) step {
 	}}
 }
 
+// restart stops the server with SIGTERM and starts it again on the same data
+// directory, then reports the current revision.
+func restart() step {
+	return step{desc: "restart the server", serial: true, run: func(ctx context.Context, tg *target) string {
+		tg.node.Restart()
+		resp, err := tg.cli.Get(ctx, "compat-sync")
+		return tg.render((*pb.RangeResponse)(resp), err)
+	}}
+}
+
 // wopt is an option of a watch step.
 type wopt struct {
 	desc   string
@@ -146,10 +158,10 @@ func wDuring(steps ...step) wopt { return wopt{during: steps} }
 func wCancel() wopt { return wopt{desc: "then cancel", cancel: true} }
 
 // watch opens a watch stream, creates one watch, runs the wDuring steps, then
-// asks for a progress notification and reads until it arrives: etcd sends it
-// only once the watcher has caught up, so everything before it is the complete
-// stream up to the current revision. Events are compared one by one, not by
-// how the server batched them into responses.
+// reads until a progress notification arrives (see drain) and, with wCancel,
+// cancels the watch. A watch whose start revision is ahead of the current
+// revision after the wDuring steps never gets a progress notification from
+// etcd, so scripts must not do that.
 func watch(key string, opts ...wopt) step {
 	parts := []string{"watch", q(key)}
 	for _, o := range opts {
@@ -158,88 +170,202 @@ func watch(key string, opts ...wopt) step {
 		}
 	}
 	return step{desc: strings.Join(parts, " "), run: func(ctx context.Context, tg *target) string {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		var out strings.Builder
-		section := func(title, body string) {
-			out.WriteString(title + ":\n")
-			for _, l := range strings.Split(strings.TrimRight(body, "\n"), "\n") {
-				out.WriteString("  " + l + "\n")
-			}
-		}
-		fail := func(what string, err error) string {
-			section(what+" failed", tg.render(nil, err))
-			return out.String()
-		}
-
-		wc, err := pb.NewWatchClient(tg.cli.ActiveConnection()).Watch(ctx)
-		if err != nil {
-			return fail("watch", err)
-		}
-		defer wc.CloseSend()
 		req := &pb.WatchCreateRequest{Key: []byte(key)}
 		for _, o := range opts {
 			if o.req != nil {
 				o.req(tg, req)
 			}
 		}
-		if err := wc.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: req}}); err != nil {
-			return fail("send create", err)
-		}
-		created, err := wc.Recv()
-		if err != nil {
-			return fail("recv created", err)
-		}
-		section("created", tg.render(created, nil))
+		w := openWatch(ctx, tg, req)
+		defer w.close()
 		for _, o := range opts {
 			for _, s := range o.during {
-				section("during "+s.desc, s.exec(ctx, tg))
-			}
-		}
-
-		// read appends everything received up to and including the first
-		// response for which stop is true.
-		read := func(stop func(*pb.WatchResponse) bool) error {
-			for {
-				resp, err := wc.Recv()
-				if err != nil {
-					return err
-				}
-				for _, ev := range resp.Events {
-					section("event", tg.render(ev, nil))
-				}
-				switch {
-				case isProgress(resp):
-					section("progress", tg.render(resp, nil))
-				case resp.Created || resp.Canceled || resp.CompactRevision != 0:
-					r := proto.Clone(resp).(*pb.WatchResponse)
-					r.Events = nil
-					section("response", tg.render(r, nil))
-				}
-				if stop(resp) {
-					return nil
+				if w.err == nil {
+					w.section("during "+s.desc, s.exec(ctx, tg))
 				}
 			}
 		}
-		progress := &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}}
-		if err := wc.Send(progress); err != nil {
-			return fail("send progress request", err)
-		}
-		if err := read(isProgress); err != nil {
-			return fail("recv until progress", err)
-		}
+		w.drain()
 		if hasCancel(opts) {
-			cancelReq := &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{
-				CancelRequest: &pb.WatchCancelRequest{WatchId: created.WatchId}}}
-			if err := wc.Send(cancelReq); err != nil {
-				return fail("send cancel", err)
+			w.cancelWatch()
+		}
+		return w.out.String()
+	}}
+}
+
+// liveWatch is one watch on its own stream, and the rendering of everything
+// received on it. After an error it records the error and does nothing more.
+type liveWatch struct {
+	tg   *target
+	wc   pb.Watch_WatchClient
+	stop context.CancelFunc
+	id   int64 // the watch ID the server assigned
+	done bool  // the server canceled the watch
+	// recvCh, set by background, delivers what a goroutine received.
+	recvCh chan recvResult
+	err    error
+	out    strings.Builder
+}
+
+// openWatch creates a watch on a new stream that lives until close or
+// until ctx is done, and records the creation response.
+func openWatch(ctx context.Context, tg *target, req *pb.WatchCreateRequest) *liveWatch {
+	ctx, stop := context.WithCancel(ctx)
+	w := &liveWatch{tg: tg, stop: stop}
+	w.wc, w.err = pb.NewWatchClient(tg.cli.ActiveConnection()).Watch(ctx)
+	if w.fail("watch") {
+		return w
+	}
+	w.err = w.wc.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: req}})
+	if w.fail("send create") {
+		return w
+	}
+	created, err := w.wc.Recv()
+	w.err = err
+	if w.fail("recv created") {
+		return w
+	}
+	w.id = created.WatchId
+	w.done = created.Canceled
+	w.section("created", tg.render(created, nil))
+	return w
+}
+
+func (w *liveWatch) section(title, body string) {
+	w.out.WriteString(title + ":\n")
+	for _, l := range strings.Split(strings.TrimRight(body, "\n"), "\n") {
+		w.out.WriteString("  " + l + "\n")
+	}
+}
+
+// fail records w.err, if any, and reports whether there was one.
+func (w *liveWatch) fail(what string) bool {
+	if w.err == nil {
+		return false
+	}
+	w.section(what+" failed", renderErr(w.err))
+	return true
+}
+
+// read records everything received up to and including the first response
+// for which stop is true. Progress notifications are recorded only when
+// wanted: the fence in drain may cause several.
+func (w *liveWatch) read(showProgress bool, stop func(*pb.WatchResponse) bool) error {
+	for {
+		resp, err := w.recv()
+		if err != nil {
+			return err
+		}
+		for _, ev := range resp.Events {
+			w.section("event", w.tg.render(ev, nil))
+		}
+		switch {
+		case isProgress(resp):
+			if showProgress {
+				w.section("progress", w.tg.render(resp, nil))
 			}
-			if err := read(func(r *pb.WatchResponse) bool { return r.Canceled && r.WatchId == created.WatchId }); err != nil {
-				return fail("recv until canceled", err)
+		case resp.Created || resp.Canceled || resp.CompactRevision != 0:
+			r := proto.Clone(resp).(*pb.WatchResponse)
+			r.Events = nil
+			w.section("response", w.tg.render(r, nil))
+		}
+		if resp.Canceled && resp.WatchId == w.id {
+			w.done = true
+		}
+		if stop(resp) {
+			return nil
+		}
+	}
+}
+
+// drain reads everything the server has for the watch up to its current
+// revision. The fence: etcd answers a progress request only while every
+// watcher of the stream has caught up (and drops it otherwise), so ask until
+// the answer comes; everything before it is the complete stream. A watch the
+// server canceled (compacted start revision) is complete when canceled.
+func (w *liveWatch) drain() {
+	if w.err != nil || w.done {
+		return
+	}
+	stopAsking := make(chan struct{})
+	asked := make(chan error, 1)
+	go func() { asked <- askProgress(w.wc, stopAsking) }()
+	w.err = w.read(true, func(r *pb.WatchResponse) bool { return isProgress(r) || w.done })
+	close(stopAsking)
+	if err := <-asked; w.err == nil {
+		w.err = err
+	}
+	w.fail("recv until progress")
+}
+
+// cancelWatch cancels the watch and records the server's answer.
+func (w *liveWatch) cancelWatch() {
+	if w.err != nil || w.done {
+		return
+	}
+	w.err = w.wc.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{
+		CancelRequest: &pb.WatchCancelRequest{WatchId: w.id}}})
+	if w.fail("send cancel") {
+		return
+	}
+	w.err = w.read(false, func(*pb.WatchResponse) bool { return w.done })
+	w.fail("recv until canceled")
+}
+
+type recvResult struct {
+	resp *pb.WatchResponse
+	err  error
+}
+
+// background keeps receiving in a goroutine from now on, so that a watch
+// left open across many steps never makes the server hold events back. The
+// responses are rendered later, by read, in the caller's goroutine.
+func (w *liveWatch) background() {
+	if w.err != nil {
+		return
+	}
+	w.recvCh = make(chan recvResult, 1<<16)
+	go func() {
+		for {
+			resp, err := w.wc.Recv()
+			w.recvCh <- recvResult{resp, err}
+			if err != nil {
+				return
 			}
 		}
-		return out.String()
-	}}
+	}()
+}
+
+func (w *liveWatch) recv() (*pb.WatchResponse, error) {
+	if w.recvCh == nil {
+		return w.wc.Recv()
+	}
+	r := <-w.recvCh
+	return r.resp, r.err
+}
+
+func (w *liveWatch) close() {
+	if w.wc != nil {
+		_ = w.wc.CloseSend()
+	}
+	w.stop()
+}
+
+// askProgress sends a progress request every 50ms until stop is closed.
+func askProgress(wc pb.Watch_WatchClient, stop <-chan struct{}) error {
+	req := &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := wc.Send(req); err != nil {
+			return err
+		}
+		select {
+		case <-stop:
+			return nil
+		case <-tick.C:
+		}
+	}
 }
 
 func hasCancel(opts []wopt) bool {
@@ -255,4 +381,191 @@ func hasCancel(opts []wopt) bool {
 // nothing else to say.
 func isProgress(r *pb.WatchResponse) bool {
 	return len(r.Events) == 0 && !r.Created && !r.Canceled && r.CompactRevision == 0
+}
+
+// raw sends a request through the generated gRPC stubs, for requests that
+// clientv3 cannot express (invalid enums, negative revisions, ...).
+func raw(desc string, f func(ctx context.Context, tg *target) (proto.Message, error)) step {
+	return step{desc: "raw " + desc, run: func(ctx context.Context, tg *target) string {
+		resp, err := f(ctx, tg)
+		return tg.render(resp, err)
+	}}
+}
+
+func kvClient(tg *target) pb.KVClient { return pb.NewKVClient(tg.cli.ActiveConnection()) }
+
+func rawRange(desc string, r *pb.RangeRequest) step {
+	return raw("range "+desc, func(ctx context.Context, tg *target) (proto.Message, error) { return kvClient(tg).Range(ctx, r) })
+}
+
+func rawPut(desc string, r *pb.PutRequest) step {
+	return raw("put "+desc, func(ctx context.Context, tg *target) (proto.Message, error) { return kvClient(tg).Put(ctx, r) })
+}
+
+func rawDel(desc string, r *pb.DeleteRangeRequest) step {
+	return raw("delete-range "+desc, func(ctx context.Context, tg *target) (proto.Message, error) {
+		return kvClient(tg).DeleteRange(ctx, r)
+	})
+}
+
+func rawTxn(desc string, r *pb.TxnRequest) step {
+	return raw("txn "+desc, func(ctx context.Context, tg *target) (proto.Message, error) { return kvClient(tg).Txn(ctx, r) })
+}
+
+func rawCompact(rev int64) step {
+	return raw(fmt.Sprintf("compact %d", rev), func(ctx context.Context, tg *target) (proto.Message, error) {
+		return kvClient(tg).Compact(ctx, &pb.CompactionRequest{Revision: rev})
+	})
+}
+
+// wspec is one watch of a watchStream step; start, if set, overrides
+// req.StartRevision.
+type wspec struct {
+	req   *pb.WatchCreateRequest
+	start *revArg
+}
+
+// watchStream creates several watches on one stream and reads every creation
+// response, runs the during steps, drains the stream (the progress fence of
+// liveWatch.drain), then cancels the given watch IDs, reads the
+// acknowledgements of those that exist and fences again. Responses are shown
+// grouped by watch ID, since etcd does not order the responses of different
+// watches; progress notifications are shown once per fence. A stream with no
+// watch left, or with a watch canceled by compaction, gets no progress
+// notification from etcd, so the fence is skipped for the first and scripts
+// must avoid the second.
+func watchStream(desc string, specs []wspec, during []step, cancels []int64) step {
+	return step{desc: "watch-stream " + desc, run: func(ctx context.Context, tg *target) string {
+		ctx, stop := context.WithCancel(ctx)
+		defer stop()
+		byID := map[int64]*strings.Builder{}
+		var other strings.Builder
+		add := func(b *strings.Builder, title, body string) {
+			b.WriteString(title + ":\n")
+			for _, l := range strings.Split(strings.TrimRight(body, "\n"), "\n") {
+				b.WriteString("  " + l + "\n")
+			}
+		}
+		addID := func(id int64, title, body string) {
+			if byID[id] == nil {
+				byID[id] = &strings.Builder{}
+			}
+			add(byID[id], title, body)
+		}
+		finish := func(what string, err error) string {
+			if err != nil {
+				add(&other, what+" failed", renderErr(err))
+			}
+			ids := slices.Sorted(maps.Keys(byID))
+			var out strings.Builder
+			for _, id := range ids {
+				fmt.Fprintf(&out, "watch %d:\n%s", id, byID[id].String())
+			}
+			out.WriteString(other.String())
+			return out.String()
+		}
+
+		wc, err := pb.NewWatchClient(tg.cli.ActiveConnection()).Watch(ctx)
+		if err != nil {
+			return finish("watch", err)
+		}
+		defer wc.CloseSend()
+
+		var (
+			created   int
+			progress  int
+			lastProg  *pb.WatchResponse
+			live      = map[int64]bool{}
+			canceling = map[int64]bool{}
+		)
+		record := func(resp *pb.WatchResponse) {
+			if isProgress(resp) {
+				progress++
+				lastProg = resp
+				return
+			}
+			for _, ev := range resp.Events {
+				addID(resp.WatchId, "event", tg.render(ev, nil))
+			}
+			if resp.Created || resp.Canceled || resp.CompactRevision != 0 {
+				r := proto.Clone(resp).(*pb.WatchResponse)
+				r.Events = nil
+				addID(resp.WatchId, "response", tg.render(r, nil))
+			}
+			if resp.Created {
+				created++
+				live[resp.WatchId] = !resp.Canceled
+			}
+			if resp.Canceled && !resp.Created {
+				delete(live, resp.WatchId)
+				delete(canceling, resp.WatchId)
+			}
+		}
+		recvUntil := func(done func() bool) error {
+			for !done() {
+				resp, err := wc.Recv()
+				if err != nil {
+					return err
+				}
+				record(resp)
+			}
+			return nil
+		}
+		fence := func() error {
+			if !slices.Contains(slices.Collect(maps.Values(live)), true) {
+				return nil
+			}
+			before := progress
+			stopAsking := make(chan struct{})
+			asked := make(chan error, 1)
+			go func() { asked <- askProgress(wc, stopAsking) }()
+			err := recvUntil(func() bool { return progress > before })
+			close(stopAsking)
+			if err2 := <-asked; err == nil {
+				err = err2
+			}
+			if err == nil {
+				add(&other, "progress", tg.render(lastProg, nil))
+			}
+			return err
+		}
+
+		for _, sp := range specs {
+			req := proto.Clone(sp.req).(*pb.WatchCreateRequest)
+			if sp.start != nil {
+				req.StartRevision = sp.start.resolve(tg)
+			}
+			if err := wc.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: req}}); err != nil {
+				return finish("send create", err)
+			}
+		}
+		if err := recvUntil(func() bool { return created == len(specs) }); err != nil {
+			return finish("recv created", err)
+		}
+		for _, s := range during {
+			add(&other, "during "+s.desc, s.exec(ctx, tg))
+		}
+		if err := fence(); err != nil {
+			return finish("fence", err)
+		}
+		for _, id := range cancels {
+			if live[id] {
+				canceling[id] = true
+			}
+			err := wc.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{
+				CancelRequest: &pb.WatchCancelRequest{WatchId: id}}})
+			if err != nil {
+				return finish("send cancel", err)
+			}
+		}
+		if err := recvUntil(func() bool { return len(canceling) == 0 }); err != nil {
+			return finish("recv canceled", err)
+		}
+		if len(cancels) > 0 {
+			if err := fence(); err != nil {
+				return finish("fence after cancel", err)
+			}
+		}
+		return finish("", nil)
+	}}
 }

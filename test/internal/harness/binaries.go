@@ -78,7 +78,7 @@ func refBin(t testing.TB, env, name string) string {
 	if path == "" {
 		path = filepath.Join(RepoRoot(t), "bin", name)
 	} else {
-		path = absFromRoot(t, path)
+		path = FromRoot(t, path)
 	}
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("harness: reference %s binary not found at %s (%v): run `make etcd-ref` "+
@@ -87,9 +87,9 @@ func refBin(t testing.TB, env, name string) string {
 	return path
 }
 
-// absFromRoot resolves a relative path given in the environment against the
+// FromRoot resolves a relative path given in the environment against the
 // repository root, since go test runs each package in its own directory.
-func absFromRoot(t testing.TB, path string) string {
+func FromRoot(t testing.TB, path string) string {
 	if filepath.IsAbs(path) {
 		return path
 	}
@@ -110,7 +110,7 @@ var ballastBuild struct {
 func BallastBin(t testing.TB) string {
 	t.Helper()
 	if path := os.Getenv("BALLAST_BIN"); path != "" {
-		return absFromRoot(t, path)
+		return FromRoot(t, path)
 	}
 	b := &ballastBuild
 	b.once.Do(func() { b.path, b.err = buildBallast() })

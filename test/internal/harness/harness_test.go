@@ -31,3 +31,32 @@ func TestEtcdRestart(t *testing.T) {
 		t.Fatal("still running after Kill")
 	}
 }
+
+// TestEtcdCluster checks StartCluster: a write on one member is read on
+// another.
+func TestEtcdCluster(t *testing.T) {
+	nodes := harness.StartCluster(t, harness.EtcdBin(t), 3, harness.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := nodes[0].Client(t).Put(ctx, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := nodes[2].Client(t).Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
+		t.Fatalf("got %v from %s, want k=v", resp.Kvs, nodes[2].Name)
+	}
+}
+
+// TestEtcdStop checks that a SIGTERM shutdown of etcd counts as clean.
+func TestEtcdStop(t *testing.T) {
+	n := harness.Start(t, harness.EtcdBin(t), harness.Options{})
+	if err := n.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if n.Running() {
+		t.Fatal("still running after Stop")
+	}
+}

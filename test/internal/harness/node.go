@@ -201,7 +201,7 @@ func (n *Node) Client(t testing.TB, configure ...func(*clientv3.Config)) *client
 func (n *Node) WaitReady() {
 	n.t.Helper()
 	if err := n.waitReady(); err != nil {
-		n.t.Fatalf("harness: %s (%s) not ready: %v\n%s", n.Name, n.ClientURL, err, n.logTail())
+		n.t.Fatalf("harness: %s (%s) not ready: %v (its log is printed below)", n.Name, n.ClientURL, err)
 	}
 }
 
@@ -241,7 +241,8 @@ func probe(ctx context.Context, cli *clientv3.Client, ep string) error {
 }
 
 // Stop sends SIGTERM and waits for the process to exit, killing it after 30s.
-// It returns the process's exit error, if any; a SIGKILL is an error.
+// It returns the process's exit error, if any. Exiting with status 0 or by
+// the SIGTERM itself (etcd re-raises it after shutting down) is success.
 func (n *Node) Stop() error {
 	n.t.Helper()
 	if !n.Running() {
@@ -252,6 +253,12 @@ func (n *Node) Stop() error {
 	}
 	select {
 	case <-n.exited:
+		var ee *exec.ExitError
+		if errors.As(n.werr, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
+				return nil
+			}
+		}
 		return n.werr
 	case <-time.After(30 * time.Second):
 		n.Kill()
