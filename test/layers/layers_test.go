@@ -4,6 +4,7 @@
 package layers
 
 import (
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -21,6 +22,9 @@ func TestLayers(t *testing.T) {
 		"server":    {"store", "raftlog", "mvcc", "cluster", "sqlbridge"},
 	}
 	for layer, ok := range allowed {
+		if _, err := os.Stat("../../" + layer); err != nil {
+			continue // the layer has no code yet
+		}
 		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", "../../"+layer+"/...").CombinedOutput()
 		if err != nil {
 			if strings.Contains(string(out), "matched no packages") {
