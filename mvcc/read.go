@@ -114,6 +114,8 @@ func (v *view) rangeLatest(key, end []byte, limit int64, opts RangeOptions, coun
 		return err
 	}
 	defer it.Close()
+	rr := v.records()
+	defer rr.close()
 	for ok := it.First(); ok; ok = it.Next() {
 		*count++
 		if int64(len(*kvs)) >= limit {
@@ -123,7 +125,7 @@ func (v *view) rangeLatest(key, end []byte, limit int64, opts RangeOptions, coun
 		if err != nil {
 			return err
 		}
-		kv, err := v.kvFromMeta(append([]byte(nil), it.Key()[1:]...), m, opts.KeysOnly)
+		kv, err := rr.kvFromMeta(append([]byte(nil), it.Key()[1:]...), m, opts.KeysOnly)
 		if err != nil {
 			return err
 		}
@@ -133,29 +135,58 @@ func (v *view) rangeLatest(key, end []byte, limit int64, opts RangeOptions, coun
 }
 
 func (v *view) kvFromMeta(key []byte, m meta, keysOnly bool) (*mvccpb.KeyValue, error) {
+	rr := v.records()
+	defer rr.close()
+	return rr.kvFromMeta(key, m, keysOnly)
+}
+
+// recordReader reads event-log entries through one iterator: seeking it is
+// far cheaper than a Pebble Get per key when a range returns many keys.
+type recordReader struct {
+	v  *view
+	it *pebble.Iterator
+}
+
+func (v *view) records() *recordReader { return &recordReader{v: v} }
+
+func (rr *recordReader) close() {
+	if rr.it != nil {
+		rr.it.Close()
+	}
+}
+
+// record returns the event at r; it aliases the iterator's memory until the
+// next call.
+func (rr *recordReader) record(r Rev) (record, error) {
+	if rr.it == nil {
+		it, err := rr.v.r.NewIter(&pebble.IterOptions{LowerBound: []byte{store.PrefixRevision}, UpperBound: []byte{store.PrefixRevision + 1}})
+		if err != nil {
+			return record{}, err
+		}
+		rr.it = it
+	}
+	k := revKey(r)
+	if !rr.it.SeekGE(k) || !bytes.Equal(rr.it.Key(), k) {
+		if err := rr.it.Error(); err != nil {
+			return record{}, err
+		}
+		return record{}, errCorrupt // the latest index points at a missing event
+	}
+	return decodeRecord(rr.it.Value())
+}
+
+func (rr *recordReader) kvFromMeta(key []byte, m meta, keysOnly bool) (*mvccpb.KeyValue, error) {
 	kv := &mvccpb.KeyValue{Key: key, CreateRevision: m.Create, ModRevision: m.Mod.Main, Version: m.Version}
 	if keysOnly {
 		return kv, nil
 	}
 	kv.Lease = m.Lease
-	rec, err := v.record(m.Mod)
+	rec, err := rr.record(m.Mod)
 	if err != nil {
 		return nil, err
 	}
 	kv.Value = append([]byte(nil), rec.Value...)
 	return kv, nil
-}
-
-// record reads the event log entry at r.
-func (v *view) record(r Rev) (record, error) {
-	b, err := store.GetCopy(v.r, revKey(r))
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return record{}, errCorrupt
-		}
-		return record{}, err
-	}
-	return decodeRecord(b)
 }
 
 // rangeAt scans the version index for the newest version of each key at or
@@ -177,6 +208,8 @@ func (v *view) rangeAt(key, end []byte, rev int64, opts RangeOptions, emit func(
 		return err
 	}
 	defer it.Close()
+	rr := v.records()
+	defer rr.close()
 	ok := it.First()
 	for ok {
 		k, r, err := decodeVersionKey(it.Key())
@@ -200,7 +233,7 @@ func (v *view) rangeAt(key, end []byte, rev int64, opts RangeOptions, emit func(
 			if opts.CountOnly {
 				emit(nil)
 			} else {
-				rec, err := v.record(r)
+				rec, err := rr.record(r)
 				if err != nil {
 					return err
 				}

@@ -114,7 +114,7 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 		cfg.Advertise = cfg.BindAddr
 	}
 	log := cfg.Logger.With("component", "raft")
-	db, err := store.Open(store.Config{Dir: filepath.Join(cfg.Dir, "raft"), CacheSize: 16 << 20, Logger: cfg.Logger})
+	db, err := store.Open(store.Config{Dir: filepath.Join(cfg.Dir, "raft"), CacheSize: 8 << 20, MemTableSize: 8 << 20, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -161,6 +161,12 @@ func (n *Node) start() error {
 	rc.TrailingLogs = 5000 // like etcd, keep entries after a snapshot for slow followers
 	rc.NoSnapshotRestoreOnStart = true
 	rc.NoLegacyTelemetry = true
+	if n.solo() {
+		// Nobody can compete with a sole voter: waiting a full election
+		// timeout after a restart would only delay service.
+		t := max(3*n.cfg.HeartbeatInterval/2, 50*time.Millisecond)
+		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = t, t, t
+	}
 
 	existing, err := raft.HasExistingState(n.logs, n.logs, snaps)
 	if err != nil {
@@ -183,6 +189,12 @@ func (n *Node) start() error {
 	n.wg.Add(1)
 	go n.watchLeadership()
 	return nil
+}
+
+// solo reports whether this node was bootstrapped as the cluster's only
+// voter. (Growing such a cluster restarts its members with peers listed.)
+func (n *Node) solo() bool {
+	return len(n.cfg.Bootstrap) == 1 && n.cfg.Bootstrap[0].ID == n.cfg.ID
 }
 
 // watchLeadership marks the node ready to serve read indexes once, as a new

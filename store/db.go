@@ -16,7 +16,11 @@ type Config struct {
 	Dir       string
 	FS        vfs.FS // nil means the real filesystem
 	CacheSize int64  // block cache bytes; bounded memory regardless of data size
-	Logger    *slog.Logger
+	// MemTableSize bounds each memtable. Pebble preallocates every WAL file
+	// at 110% of it and keeps one per unflushed memtable, so it sets the
+	// floor of the directory's size as well as memory.
+	MemTableSize uint64
+	Logger       *slog.Logger
 }
 
 // DB is one Pebble instance. It embeds *pebble.DB: Ballast uses Pebble's own
@@ -35,18 +39,20 @@ var ErrNotFound = errors.New("store: key not found")
 // Open opens (creating if needed) the Pebble instance at cfg.Dir.
 func Open(cfg Config) (*DB, error) {
 	if cfg.CacheSize <= 0 {
-		cfg.CacheSize = 64 << 20
+		cfg.CacheSize = 32 << 20
+	}
+	if cfg.MemTableSize == 0 {
+		cfg.MemTableSize = 16 << 20
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cache := pebble.NewCache(cfg.CacheSize)
 	opts := &pebble.Options{
-		FS:     cfg.FS,
-		Cache:  cache,
-		Logger: pebbleLogger{cfg.Logger.With("component", "pebble", "dir", cfg.Dir)},
-		// Writes arrive in Raft apply batches; a larger memtable absorbs bursts.
-		MemTableSize:                64 << 20,
+		FS:                          cfg.FS,
+		Cache:                       cache,
+		Logger:                      pebbleLogger{cfg.Logger.With("component", "pebble", "dir", cfg.Dir)},
+		MemTableSize:                cfg.MemTableSize,
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		L0StopWritesThreshold:       24,
@@ -72,6 +78,16 @@ func GetCopy(r pebble.Reader, key []byte) ([]byte, error) {
 	out := append([]byte(nil), v...)
 	closer.Close()
 	return out, nil
+}
+
+// Close flushes the memtables first, so the next open has no WAL to replay
+// and a clean restart is fast.
+func (db *DB) Close() error {
+	if err := db.DB.Flush(); err != nil {
+		db.DB.Close()
+		return err
+	}
+	return db.DB.Close()
 }
 
 // Size is the bytes the instance occupies on disk, at most sizeMaxAge old:
