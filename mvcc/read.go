@@ -143,8 +143,9 @@ func (v *view) kvFromMeta(key []byte, m meta, keysOnly bool) (*mvccpb.KeyValue, 
 // recordReader reads event-log entries through one iterator: seeking it is
 // far cheaper than a Pebble Get per key when a range returns many keys.
 type recordReader struct {
-	v  *view
-	it *pebble.Iterator
+	v       *view
+	it      *pebble.Iterator
+	seeking bool // the first record was read; use the iterator from now on
 }
 
 func (v *view) records() *recordReader { return &recordReader{v: v} }
@@ -158,6 +159,18 @@ func (rr *recordReader) close() {
 // record returns the event at r; it aliases the iterator's memory until the
 // next call.
 func (rr *recordReader) record(r Rev) (record, error) {
+	if rr.it == nil && !rr.seeking {
+		// One value (a single-key get) is cheaper with a plain Get.
+		rr.seeking = true
+		b, err := store.GetCopy(rr.v.r, revKey(r))
+		if errors.Is(err, store.ErrNotFound) {
+			return record{}, errCorrupt // the latest index points at a missing event
+		}
+		if err != nil {
+			return record{}, err
+		}
+		return decodeRecord(b)
+	}
 	if rr.it == nil {
 		it, err := rr.v.r.NewIter(&pebble.IterOptions{LowerBound: []byte{store.PrefixRevision}, UpperBound: []byte{store.PrefixRevision + 1}})
 		if err != nil {

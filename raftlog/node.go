@@ -96,6 +96,10 @@ type Node struct {
 	readyTerm atomic.Uint64
 	reads     readCoalescer
 
+	stateIdxMu  sync.Mutex // caches lastStateIndex's last answer
+	stateIdxFor uint64
+	stateIdx    uint64
+
 	stopCh    chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -114,7 +118,7 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 		cfg.Advertise = cfg.BindAddr
 	}
 	log := cfg.Logger.With("component", "raft")
-	db, err := store.Open(store.Config{Dir: filepath.Join(cfg.Dir, "raft"), CacheSize: 8 << 20, MemTableSize: 8 << 20, Logger: cfg.Logger})
+	db, err := store.Open(store.Config{Dir: filepath.Join(cfg.Dir, "raft"), CacheSize: 4 << 20, MemTableSize: 4 << 20, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -325,6 +329,23 @@ func (n *Node) LinearizableBarrier(ctx context.Context) error {
 // commits, barriers) never reach the FSM, so waiting for them would wait
 // forever.
 func (n *Node) lastStateIndex(index uint64) uint64 {
+	// Committed entries never change, so the answer for an index can be
+	// reused: a read-only load asks about the same index round after round.
+	n.stateIdxMu.Lock()
+	if n.stateIdxFor == index {
+		res := n.stateIdx
+		n.stateIdxMu.Unlock()
+		return res
+	}
+	n.stateIdxMu.Unlock()
+	res := n.findStateIndex(index)
+	n.stateIdxMu.Lock()
+	n.stateIdxFor, n.stateIdx = index, res
+	n.stateIdxMu.Unlock()
+	return res
+}
+
+func (n *Node) findStateIndex(index uint64) uint64 {
 	var l raft.Log
 	for i := index; i > n.fsm.applied.Load(); i-- {
 		if err := n.logs.GetLog(i, &l); err != nil {
