@@ -145,7 +145,7 @@ func compactKey(r pebble.Reader, b *pebble.Batch, key []byte, target int64) erro
 	}
 	defer it.Close()
 	first := true
-	for ok := it.SeekGE(append(append([]byte(nil), p...), store.AppendUint64(nil, ^uint64(target))...)); ok; ok = it.Next() {
+	for ok := it.SeekGE(versionSeek(p, target)); ok; ok = it.Next() {
 		_, rev, err := decodeVersionKey(it.Key())
 		if err != nil {
 			return err
@@ -233,7 +233,7 @@ func (v *view) keptAt(recBytes []byte, r Rev, target int64) (bool, error) {
 		return false, err
 	}
 	defer it.Close()
-	if !it.SeekGE(append(append([]byte(nil), p...), store.AppendUint64(nil, ^uint64(target))...)) {
+	if !it.SeekGE(versionSeek(p, target)) {
 		return false, it.Error()
 	}
 	_, newest, err := decodeVersionKey(it.Key())

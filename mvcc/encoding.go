@@ -83,6 +83,12 @@ func versionKey(key []byte, r Rev) []byte {
 	return binary.BigEndian.AppendUint64(k, ^uint64(r.Sub))
 }
 
+// versionSeek is where, under a key's versionPrefix p, its newest version
+// at or below rev sorts first.
+func versionSeek(p []byte, rev int64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), p...), ^uint64(rev))
+}
+
 func decodeVersionKey(k []byte) (key []byte, r Rev, err error) {
 	key, n, err := unescapeKey(k[1:])
 	if err != nil || len(k) != 1+n+16 {

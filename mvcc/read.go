@@ -231,8 +231,7 @@ func (v *view) rangeAt(key, end []byte, rev int64, opts RangeOptions, emit func(
 		}
 		prefix := versionPrefix(k)
 		if r.Main > rev {
-			seek := append(append([]byte(nil), prefix...), store.AppendUint64(nil, ^uint64(rev))...)
-			ok = it.SeekGE(seek)
+			ok = it.SeekGE(versionSeek(prefix, rev))
 			if ok && bytes.HasPrefix(it.Key(), prefix) && len(it.Key()) == len(prefix)+16 {
 				_, r, err = decodeVersionKey(it.Key())
 				if err != nil {

@@ -164,7 +164,7 @@ func (s *Store) Range(r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	return v.rangeRequest(r)
 }
 
-// Txn serves a read-only transaction from the applied state.
+// ReadTxn serves a read-only transaction from the applied state.
 func (s *Store) ReadTxn(r *pb.TxnRequest) (*pb.TxnResponse, error) {
 	v, release := s.readView()
 	defer release()

@@ -253,6 +253,10 @@ func (h *hub) kick() {
 func (h *hub) notify(batches []revEvents, rev int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if len(h.byKey) == 0 && len(h.ranges) == 0 {
+		h.rev = rev // nobody synced to tell: the common case for plain writes
+		return
+	}
 	var v *view
 	var release func()
 	defer func() {

@@ -161,9 +161,6 @@ func TestConfigValidate(t *testing.T) {
 // unsynced work: Raft must hand over exactly the entries above the state
 // machine's applied index, so nothing is lost and nothing applied twice.
 func TestNodeSingleVoter(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a Raft node")
-	}
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	cfg := testNodeConfig(t, dir, addr)
