@@ -324,7 +324,7 @@ func (w *writer) execTxn(r *pb.TxnRequest, path []bool) (*pb.TxnResponse, []bool
 		switch {
 		case op.GetRequestRange() != nil:
 			v := &view{r: w.r, rev: w.cur(), compactRev: w.compactRev}
-			rr, err := v.rangeRequest(op.GetRequestRange())
+			rr, err := v.rangeRequest(op.GetRequestRange(), nil)
 			if err != nil {
 				return nil, nil, err
 			}

@@ -22,7 +22,8 @@ func HasRevisionFilters(r *pb.RangeRequest) bool {
 // rangeRequest is etcd's Range: limit pushed down when no sort or filter
 // needs every key, revision filters after the read, then sort and limit.
 // Count is taken before filters and regardless of limit, as etcd does.
-func (v *view) rangeRequest(r *pb.RangeRequest) (*pb.RangeResponse, error) {
+// pages, when not nil, remembers and supplies the counts of paged lists.
+func (v *view) rangeRequest(r *pb.RangeRequest, pages *pageCounts) (*pb.RangeResponse, error) {
 	limit := r.Limit
 	if !IsDefaultOrdering(r) || HasRevisionFilters(r) {
 		limit = 0
@@ -30,14 +31,29 @@ func (v *view) rangeRequest(r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if limit > 0 {
 		limit++ // one more to learn whether there are more
 	}
+	// A page of a list: in key order, limited, unfiltered, over a range.
+	paged := pages != nil && limit > 0 && !r.CountOnly && len(r.RangeEnd) > 0
+	var rev, known int64
+	var counted bool
+	if paged {
+		var err error
+		if rev, err = v.checkRev(r.Revision); err != nil {
+			return nil, err
+		}
+		known, counted = pages.get(r.Key, r.RangeEnd, rev)
+	}
 	rr, err := v.Range(r.Key, gteEnd(r.RangeEnd), RangeOptions{
 		Rev:       r.Revision,
 		Limit:     limit,
 		CountOnly: r.CountOnly,
 		KeysOnly:  r.KeysOnly && r.SortTarget != pb.RangeRequest_VALUE,
+		SkipCount: counted,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if counted {
+		rr.Count = known
 	}
 	kvs := rr.KVs
 	if HasRevisionFilters(r) {
@@ -54,6 +70,10 @@ func (v *view) rangeRequest(r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if r.Limit > 0 && int64(len(kvs)) > r.Limit {
 		kvs = kvs[:r.Limit]
 		resp.More = true
+		if paged {
+			next := append(append([]byte(nil), kvs[len(kvs)-1].Key...), 0)
+			pages.put(next, r.RangeEnd, rev, rr.Count-r.Limit)
+		}
 	}
 	if r.KeysOnly {
 		for _, kv := range kvs {

@@ -25,6 +25,9 @@ type RangeOptions struct {
 	Limit     int64 // 0: no limit
 	CountOnly bool
 	KeysOnly  bool // key, create, mod and version only (etcd's fast path)
+	// SkipCount stops the scan after Limit keys, for a caller that knows
+	// the count already; Count is then only the keys read.
+	SkipCount bool
 }
 
 // RangeResult is a store-level range: Count is every live key in the
@@ -71,11 +74,12 @@ func (v *view) Range(key, end []byte, opts RangeOptions) (*RangeResult, error) {
 			limit = 0
 		}
 	}
-	emit := func(kv *mvccpb.KeyValue) {
+	emit := func(kv *mvccpb.KeyValue) bool {
 		res.Count++
 		if int64(len(res.KVs)) < limit {
 			res.KVs = append(res.KVs, kv)
 		}
+		return !opts.SkipCount || int64(len(res.KVs)) < limit
 	}
 	if rev == v.rev {
 		err = v.rangeLatest(key, end, limit, opts, &res.Count, &res.KVs)
@@ -117,10 +121,14 @@ func (v *view) rangeLatest(key, end []byte, limit int64, opts RangeOptions, coun
 	rr := v.records()
 	defer rr.close()
 	for ok := it.First(); ok; ok = it.Next() {
-		*count++
 		if int64(len(*kvs)) >= limit {
+			if opts.SkipCount {
+				break
+			}
+			*count++
 			continue
 		}
+		*count++
 		m, err := decodeMeta(it.Value())
 		if err != nil {
 			return err
@@ -204,7 +212,8 @@ func (rr *recordReader) kvFromMeta(key []byte, m meta, keysOnly bool) (*mvccpb.K
 
 // rangeAt scans the version index for the newest version of each key at or
 // below rev, skipping keys whose newest version there is a tombstone.
-func (v *view) rangeAt(key, end []byte, rev int64, opts RangeOptions, emit func(*mvccpb.KeyValue)) error {
+// emit returns false to end the scan.
+func (v *view) rangeAt(key, end []byte, rev int64, opts RangeOptions, emit func(*mvccpb.KeyValue) bool) error {
 	lower := versionPrefix(key)
 	upper := []byte{store.PrefixVersion + 1}
 	switch {
@@ -243,7 +252,9 @@ func (v *view) rangeAt(key, end []byte, rev int64, opts RangeOptions, emit func(
 		}
 		if r.Main > 0 && ok && it.Value()[0] == versionPut {
 			if opts.CountOnly {
-				emit(nil)
+				if !emit(nil) {
+					return nil
+				}
 			} else {
 				rec, err := rr.record(r)
 				if err != nil {
@@ -254,7 +265,9 @@ func (v *view) rangeAt(key, end []byte, rev int64, opts RangeOptions, emit func(
 					kv.Lease = rec.Lease
 					kv.Value = append([]byte(nil), rec.Value...)
 				}
-				emit(kv)
+				if !emit(kv) {
+					return nil
+				}
 			}
 		}
 		ok = it.SeekGE(store.PrefixEnd(prefix))
@@ -268,7 +281,7 @@ func (v *view) kvAt(key []byte, rev int64) (*mvccpb.KeyValue, error) {
 		return nil, nil
 	}
 	var out *mvccpb.KeyValue
-	err := v.rangeAt(key, nil, rev, RangeOptions{}, func(kv *mvccpb.KeyValue) { out = kv })
+	err := v.rangeAt(key, nil, rev, RangeOptions{}, func(kv *mvccpb.KeyValue) bool { out = kv; return true })
 	return out, err
 }
 

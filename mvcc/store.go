@@ -49,6 +49,7 @@ type Store struct {
 	leases    *lessor
 	hub       *hub
 	compactor *compactor
+	pages     pageCounts
 }
 
 var (
@@ -161,7 +162,7 @@ func (s *Store) readView() (*view, func()) {
 func (s *Store) Range(r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	v, release := s.readView()
 	defer release()
-	return v.rangeRequest(r)
+	return v.rangeRequest(r, &s.pages)
 }
 
 // ReadTxn serves a read-only transaction from the applied state.
