@@ -32,14 +32,23 @@ var metaCompactDone = metaKey("compact-done")
 const compactChunk = 10000
 
 func newCompactor(s *Store) *compactor {
-	c := &compactor{s: s, kickCh: make(chan struct{}, 1), stopCh: make(chan struct{}), doneCh: make(chan struct{}), done: -1}
-	if b, err := store.GetCopy(s.db, metaCompactDone); err == nil && len(b) == 8 {
-		c.done = int64(store.Uint64(b))
-	}
+	c := &compactor{s: s, kickCh: make(chan struct{}, 1), stopCh: make(chan struct{}), doneCh: make(chan struct{})}
+	c.reload()
 	c.wg.Add(1)
 	go c.run()
 	c.kick()
 	return c
+}
+
+// reload reads how far physical compaction got (at start, and after a
+// snapshot replaced the state).
+func (c *compactor) reload() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.done = -1
+	if b, err := store.GetCopy(c.s.db, metaCompactDone); err == nil && len(b) == 8 {
+		c.done = int64(store.Uint64(b))
+	}
 }
 
 func (c *compactor) kick() {

@@ -14,6 +14,7 @@ var (
 	ErrEmptyWatchRange = errors.New("mvcc: watcher range is empty")
 	ErrDuplicateWatch  = errors.New("mvcc: duplicate watch ID provided on the WatchStream")
 	ErrClosed          = errors.New("mvcc: store closed")
+	ErrMemberNotFound  = errors.New("mvcc: member not found")
 )
 
 // MaxLeaseTTL is etcd's largest lease TTL in seconds.

@@ -57,6 +57,25 @@ func loadLessor(db *store.DB, cfg Config) (*lessor, error) {
 	return l, it.Error()
 }
 
+// replace takes over the leases of fresh (loaded after a snapshot restore),
+// keeping this member's role: a leader starts their expiry at once.
+func (l *lessor) replace(fresh *lessor) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.leases = fresh.leases
+	if !l.primary {
+		return
+	}
+	now := l.now()
+	for _, le := range l.leases {
+		ttl := le.ttl
+		if le.remaining > 0 {
+			ttl = le.remaining
+		}
+		le.expiry = now.Add(time.Duration(ttl) * time.Second)
+	}
+}
+
 func (l *lessor) exists(id int64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -52,3 +52,10 @@ func (p *pageCounts) put(key, end []byte, rev, n int64) {
 	}
 	p.m[k] = n
 }
+
+// reset forgets every count (the state was replaced).
+func (p *pageCounts) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.m, p.order, p.next = nil, nil, 0
+}

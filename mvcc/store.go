@@ -27,7 +27,7 @@ type Config struct {
 // Entry is one committed command to apply.
 type Entry struct {
 	Index uint64
-	Data  []byte // a marshalled etcdserverpb.InternalRaftRequest
+	Data  []byte // a marshalled etcdserverpb.InternalRaftRequest, or a member change (EncodeMemberOp)
 }
 
 // Store is the MVCC state machine on one Pebble instance.
@@ -70,7 +70,19 @@ func Open(db *store.DB, cfg Config) (*Store, error) {
 	if cfg.MinLeaseTTL <= 0 {
 		cfg.MinLeaseTTL = 2
 	}
-	s := &Store{db: db, cfg: cfg, log: cfg.Logger.With("component", "mvcc"), rev: 1, compactRev: -1}
+	s := &Store{db: db, cfg: cfg, log: cfg.Logger.With("component", "mvcc")}
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	s.hub = newHub(s)
+	s.compactor = newCompactor(s)
+	return s, nil
+}
+
+// load reads the state's metadata and leases from the database (at Open,
+// and after a snapshot replaced the state).
+func (s *Store) load() error {
+	db := s.db
 	get := func(k []byte, def int64) (int64, error) {
 		b, err := store.GetCopy(db, k)
 		if errors.Is(err, store.ErrNotFound) {
@@ -83,29 +95,34 @@ func Open(db *store.DB, cfg Config) (*Store, error) {
 	}
 	var err error
 	if s.rev, err = get(metaRev, 1); err != nil {
-		return nil, err
+		return err
 	}
 	if s.compactRev, err = get(metaCompactRev, -1); err != nil {
-		return nil, err
+		return err
 	}
 	applied, err := get(metaApplied, 0)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.applied = uint64(applied)
+	s.alarms = nil
 	if b, err := store.GetCopy(db, metaAlarms); err == nil {
 		resp := &pb.AlarmResponse{}
 		if err := proto.Unmarshal(b, resp); err != nil {
-			return nil, fmt.Errorf("mvcc: alarms: %w", err)
+			return fmt.Errorf("mvcc: alarms: %w", err)
 		}
 		s.alarms = resp.Alarms
 	}
-	if s.leases, err = loadLessor(db, cfg); err != nil {
-		return nil, err
+	leases, err := loadLessor(db, s.cfg)
+	if err != nil {
+		return err
 	}
-	s.hub = newHub(s)
-	s.compactor = newCompactor(s)
-	return s, nil
+	if s.leases == nil {
+		s.leases = leases
+	} else {
+		s.leases.replace(leases)
+	}
+	return nil
 }
 
 // Close stops background work. The Pebble instance is the caller's.
@@ -195,6 +212,16 @@ func (s *Store) Apply(entries []Entry) []any {
 			continue // applied before a restart
 		}
 		last = e.Index
+		if isMemberOp(e.Data) {
+			w.begin()
+			if m, err := w.applyMemberOp(e.Data); err != nil {
+				results[i] = err
+			} else {
+				results[i] = m
+			}
+			w.end()
+			continue
+		}
 		req := &pb.InternalRaftRequest{}
 		if err := proto.Unmarshal(e.Data, req); err != nil {
 			// Entries are produced by Ballast; a bad one means corruption.

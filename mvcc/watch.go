@@ -248,6 +248,29 @@ func (h *hub) kick() {
 	}
 }
 
+// resync moves every synced watcher aside after the state jumped to rev (a
+// snapshot restore): each catches up from the restored event log from the
+// revision it needs next, or learns that it was compacted away.
+func (h *hub) resync(rev int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var all []*watcher
+	for _, m := range h.byKey {
+		for w := range m {
+			all = append(all, w)
+		}
+	}
+	for w := range h.ranges {
+		all = append(all, w)
+	}
+	for _, w := range all {
+		h.removeSynced(w)
+		h.unsynced[w] = true
+	}
+	h.rev = rev
+	h.kick()
+}
+
 // notify publishes newly committed revisions to synced watchers, one
 // response per revision, as etcd does.
 func (h *hub) notify(batches []revEvents, rev int64) {

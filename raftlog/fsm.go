@@ -1,7 +1,6 @@
 package raftlog
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -22,11 +21,15 @@ type Entry struct {
 // order; it must be deterministic, and must skip entries at or below
 // AppliedIndex (they were applied before a restart). Sync is called before
 // Raft truncates its log: after it returns, everything applied must survive a
-// crash.
+// crash. WriteSnapshot streams a consistent copy of the state (with its
+// applied index inside) for a member too far behind to catch up from the
+// log; Restore replaces the state with such a copy.
 type StateMachine interface {
 	Apply(entries []Entry) []any
 	AppliedIndex() uint64
 	Sync() error
+	WriteSnapshot(w io.Writer) (applied uint64, err error)
+	Restore(r io.Reader) error
 }
 
 // fsm adapts a StateMachine to raft.BatchingFSM and tracks the applied index
@@ -101,20 +104,25 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	return marker{index: f.sm.AppliedIndex()}, nil
 }
 
-var errMarkerRestore = errors.New("raftlog: cannot restore state from a local snapshot marker")
-
-// Restore is only reached when a snapshot is installed from a leader, which a
-// single-voter cluster never does; streaming state to new members comes with
-// the replicated cluster.
+// Restore installs a state snapshot sent by the leader (see snapshotStore:
+// it is the leader's whole state, never a marker).
 func (f *fsm) Restore(rc io.ReadCloser) error {
-	rc.Close()
-	return errMarkerRestore
+	defer rc.Close()
+	if err := f.sm.Restore(rc); err != nil {
+		return fmt.Errorf("raftlog: restore state snapshot: %w", err)
+	}
+	f.mu.Lock()
+	f.applied.Store(f.sm.AppliedIndex())
+	close(f.waitCh)
+	f.waitCh = make(chan struct{})
+	f.mu.Unlock()
+	return nil
 }
 
 type marker struct{ index uint64 }
 
 func (m marker) Persist(sink raft.SnapshotSink) error {
-	if _, err := fmt.Fprintf(sink, "ballast-state-marker %d\n", m.index); err != nil {
+	if _, err := fmt.Fprintf(sink, "%s%d\n", markerMagic, m.index); err != nil {
 		sink.Cancel()
 		return err
 	}

@@ -26,10 +26,22 @@ type Server struct {
 type Config struct {
 	ID        string // this member's id in hex
 	Dir       string // holds raft/ (Pebble) and snap/
-	BindAddr  string // peer listener host:port
+	BindAddr  string // peer listener host:port, when Stream is nil
 	Advertise string // peer address others dial
-	// Bootstrap is the initial configuration; used only on a fresh data dir.
+	// Stream carries Raft's connections; nil binds a plain TCP listener
+	// on BindAddr.
+	Stream raft.StreamLayer
+	// Bootstrap is the initial configuration, used only on a fresh data
+	// dir; empty means this member joins a running cluster and waits for
+	// its leader.
 	Bootstrap []Server
+	// RemoteReadIndex asks the leader for a read index when this member is
+	// not the leader (see Node.ReadIndex); nil: followers refuse
+	// linearizable reads with ErrNotLeader.
+	RemoteReadIndex func(ctx context.Context) (uint64, error)
+	// RestoreOnStart restores the latest snapshot at start: for a state
+	// whose previous restore was interrupted.
+	RestoreOnStart bool
 
 	HeartbeatInterval time.Duration // etcd --heartbeat-interval
 	ElectionTimeout   time.Duration // etcd --election-timeout
@@ -59,7 +71,7 @@ func (c Config) Validate() error {
 		return errors.New("raftlog: member id is required")
 	case c.Dir == "":
 		return errors.New("raftlog: data dir is required")
-	case c.BindAddr == "":
+	case c.BindAddr == "" && c.Stream == nil:
 		return errors.New("raftlog: peer bind address is required")
 	case c.HeartbeatInterval <= 0 || c.ElectionTimeout <= 0:
 		return errors.New("raftlog: heartbeat interval and election timeout must be positive")
@@ -90,6 +102,7 @@ type Node struct {
 	logs  *LogStore
 	trans *raft.NetworkTransport
 	log   *slog.Logger
+	solo  bool // sole voter: short timeouts
 
 	// readyTerm is the term in which this node, as leader, has applied an
 	// entry of its own term; only then is its commit index a valid read index.
@@ -138,18 +151,26 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 
 func (n *Node) start() error {
 	hl := newHCLog(n.cfg.Logger.With("component", "raft"))
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(n.cfg.Dir, "snap"), 2, hl)
+	files, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(n.cfg.Dir, "snap"), 2, hl)
 	if err != nil {
 		return fmt.Errorf("raftlog: snapshot store: %w", err)
 	}
-	addr, err := net.ResolveTCPAddr("tcp", n.cfg.Advertise)
-	if err != nil {
-		return fmt.Errorf("raftlog: advertise address %q: %w", n.cfg.Advertise, err)
+	snaps := &snapshotStore{FileSnapshotStore: files, sm: n.fsm.sm, dir: filepath.Join(n.cfg.Dir, "snap"), log: n.log}
+	stream := n.cfg.Stream
+	if stream == nil {
+		addr, err := net.ResolveTCPAddr("tcp", n.cfg.Advertise)
+		if err != nil {
+			return fmt.Errorf("raftlog: advertise address %q: %w", n.cfg.Advertise, err)
+		}
+		ln, err := net.Listen("tcp", n.cfg.BindAddr)
+		if err != nil {
+			return fmt.Errorf("raftlog: peer listener %s: %w", n.cfg.BindAddr, err)
+		}
+		stream = &tcpStream{Listener: ln, advertise: addr}
 	}
-	n.trans, err = raft.NewTCPTransportWithLogger(n.cfg.BindAddr, addr, 4, 10*time.Second, hl)
-	if err != nil {
-		return fmt.Errorf("raftlog: peer listener %s: %w", n.cfg.BindAddr, err)
-	}
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 4, Timeout: 10 * time.Second, Logger: hl,
+	})
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.ID)
@@ -163,20 +184,25 @@ func (n *Node) start() error {
 	rc.SnapshotThreshold = n.cfg.SnapshotCount
 	rc.SnapshotInterval = 10 * time.Second
 	rc.TrailingLogs = 5000 // like etcd, keep entries after a snapshot for slow followers
-	rc.NoSnapshotRestoreOnStart = true
+	rc.NoSnapshotRestoreOnStart = !n.cfg.RestoreOnStart
 	rc.NoLegacyTelemetry = true
-	if n.solo() {
-		// Nobody can compete with a sole voter: waiting a full election
-		// timeout after a restart would only delay service.
-		t := max(3*n.cfg.HeartbeatInterval/2, 50*time.Millisecond)
-		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = t, t, t
-	}
 
 	existing, err := raft.HasExistingState(n.logs, n.logs, snaps)
 	if err != nil {
 		return err
 	}
-	if !existing {
+	if existing {
+		n.solo = n.soleVoter(snaps)
+	} else {
+		n.solo = len(n.cfg.Bootstrap) == 1 && n.cfg.Bootstrap[0].ID == n.cfg.ID
+	}
+	if n.solo {
+		// Nobody can compete with a sole voter: waiting a full election
+		// timeout after a restart would only delay service.
+		t := max(3*n.cfg.HeartbeatInterval/2, 50*time.Millisecond)
+		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = t, t, t
+	}
+	if !existing && len(n.cfg.Bootstrap) > 0 {
 		var servers []raft.Server
 		for _, s := range n.cfg.Bootstrap {
 			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.Address)})
@@ -195,10 +221,40 @@ func (n *Node) start() error {
 	return nil
 }
 
-// solo reports whether this node was bootstrapped as the cluster's only
-// voter. (Growing such a cluster restarts its members with peers listed.)
-func (n *Node) solo() bool {
-	return len(n.cfg.Bootstrap) == 1 && n.cfg.Bootstrap[0].ID == n.cfg.ID
+// soleVoter reports whether the latest configuration in the log (or, if
+// the log holds none, in the latest snapshot) has this member as its only
+// server.
+func (n *Node) soleVoter(snaps raft.SnapshotStore) bool {
+	first, _ := n.logs.FirstIndex()
+	last, _ := n.logs.LastIndex()
+	var l raft.Log
+	for i := last; i >= first && i > 0; i-- {
+		if err := n.logs.GetLog(i, &l); err != nil {
+			break
+		}
+		if l.Type == raft.LogConfiguration {
+			c := raft.DecodeConfiguration(l.Data)
+			return len(c.Servers) == 1 && string(c.Servers[0].ID) == n.cfg.ID
+		}
+	}
+	if metas, err := snaps.List(); err == nil && len(metas) > 0 {
+		c := metas[0].Configuration
+		return len(c.Servers) == 1 && string(c.Servers[0].ID) == n.cfg.ID
+	}
+	return false
+}
+
+// tcpStream is a plain TCP raft.StreamLayer (tests, and a node without a
+// shared peer listener).
+type tcpStream struct {
+	net.Listener
+	advertise net.Addr
+}
+
+func (t *tcpStream) Addr() net.Addr { return t.advertise }
+
+func (t *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", string(addr), timeout)
 }
 
 // watchLeadership marks the node ready to serve read indexes once, as a new
@@ -259,41 +315,42 @@ func (n *Node) Leader() string {
 func (n *Node) CommitIndex() uint64  { return n.raft.CommitIndex() }
 func (n *Node) AppliedIndex() uint64 { return n.fsm.applied.Load() }
 
-// Propose replicates data and waits until it is applied here, returning what
-// the state machine's Apply returned for it. Cancelling ctx abandons the wait,
-// not the write.
-func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
+// Propose replicates data on the leader and waits until it is applied here,
+// returning what the state machine's Apply returned for it and the entry's
+// index. Cancelling ctx abandons the wait, not the write.
+func (n *Node) Propose(ctx context.Context, data []byte) (any, uint64, error) {
 	f := n.raft.Apply(data, n.cfg.ApplyTimeout)
-	done := make(chan struct{})
-	var res any
+	if err := n.wait(ctx, f); err != nil {
+		return nil, 0, err
+	}
+	return f.Response(), f.Index(), nil
+}
+
+// wait waits for a Raft future and translates its error.
+func (n *Node) wait(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
 	var err error
-	go func() {
-		err = f.Error()
-		if err == nil {
-			res = f.Response()
-		}
-		close(done)
-	}()
 	select {
-	case <-done:
+	case err = <-done:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	case <-n.stopCh:
-		return nil, ErrStopped
+		return ErrStopped
 	}
 	switch {
 	case err == nil:
-		return res, nil
+		return nil
 	case errors.Is(err, raft.ErrNotLeader):
-		return nil, ErrNotLeader
+		return ErrNotLeader
 	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return nil, ErrUnknownOutcome
+		return ErrUnknownOutcome
 	case errors.Is(err, raft.ErrEnqueueTimeout):
-		return nil, ErrTimeout
+		return ErrTimeout
 	case errors.Is(err, raft.ErrRaftShutdown):
-		return nil, ErrStopped
+		return ErrStopped
 	}
-	return nil, err
+	return err
 }
 
 // WaitApplied blocks until the state machine has applied index.
@@ -315,13 +372,49 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 
 // LinearizableBarrier returns once this node's state reflects every write
 // acknowledged before the call: a read index confirmed by a heartbeat round
-// (shared by concurrent callers), then a wait until it is applied.
+// of the leader (shared by concurrent callers; a follower asks the leader
+// through cfg.RemoteReadIndex), then a wait until it is applied here.
 func (n *Node) LinearizableBarrier(ctx context.Context) error {
 	index, err := n.reads.readIndex(ctx)
 	if err != nil {
 		return err
 	}
-	return n.WaitApplied(ctx, n.lastStateIndex(index))
+	return n.WaitApplied(ctx, index)
+}
+
+// ReadIndex is the leader's side of a follower's linearizable read: the
+// index of the last state-machine entry committed when the call arrived,
+// confirmed by a heartbeat round. Only the leader answers.
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	if !n.IsLeader() {
+		return 0, n.notLeader()
+	}
+	return n.reads.readIndex(ctx)
+}
+
+func (n *Node) notLeader() error {
+	if n.Leader() == "" {
+		return ErrNoLeader
+	}
+	return ErrNotLeader
+}
+
+// roundIndex is one read-index round for the coalescer: here on the
+// leader, or at the leader for a follower.
+func (n *Node) roundIndex() (uint64, error) {
+	if n.IsLeader() || n.cfg.RemoteReadIndex == nil {
+		index, err := n.confirmLeadership()
+		if err != nil {
+			return 0, err
+		}
+		return n.lastStateIndex(index), nil
+	}
+	if n.Leader() == "" {
+		return 0, ErrNoLeader
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+	defer cancel()
+	return n.cfg.RemoteReadIndex(ctx)
 }
 
 // lastStateIndex returns the index of the last entry at or below index that
@@ -406,7 +499,7 @@ func (c *readCoalescer) run() {
 			return
 		}
 		c.mu.Unlock()
-		r.index, r.err = c.n.confirmLeadership()
+		r.index, r.err = c.n.roundIndex()
 		close(r.done)
 	}
 }
@@ -415,10 +508,7 @@ func (c *readCoalescer) run() {
 // this node is still the leader.
 func (n *Node) confirmLeadership() (uint64, error) {
 	if n.raft.State() != raft.Leader {
-		if n.Leader() == "" {
-			return 0, ErrNoLeader
-		}
-		return 0, ErrNotLeader
+		return 0, n.notLeader()
 	}
 	term := n.Term()
 	if n.readyTerm.Load() != term {
@@ -452,4 +542,10 @@ func (n *Node) Close() error {
 		}
 	})
 	return err
+}
+
+// LeaderAddr returns the leader's peer address, or "" when there is none.
+func (n *Node) LeaderAddr() string {
+	addr, _ := n.raft.LeaderWithID()
+	return string(addr)
 }

@@ -2,8 +2,10 @@ package raftlog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -54,6 +56,30 @@ func (m *memSM) Sync() error {
 	m.durableApplied, m.durableCmds = m.applied, slices.Clone(m.cmds)
 	m.syncs++
 	return nil
+}
+
+// WriteSnapshot and Restore carry the applied index and commands as JSON.
+func (m *memSM) WriteSnapshot(w io.Writer) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.applied, json.NewEncoder(w).Encode(memState{m.applied, m.cmds})
+}
+
+func (m *memSM) Restore(r io.Reader) error {
+	var st memState
+	if err := json.NewDecoder(r).Decode(&st); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.applied, m.cmds = st.Applied, st.Cmds
+	m.durableApplied, m.durableCmds = st.Applied, slices.Clone(st.Cmds)
+	return nil
+}
+
+type memState struct {
+	Applied uint64
+	Cmds    []string
 }
 
 func (m *memSM) crash() {
@@ -113,7 +139,7 @@ func propose(t *testing.T, n *Node, cmd string) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := n.Propose(ctx, []byte(cmd))
+	res, _, err := n.Propose(ctx, []byte(cmd))
 	if err != nil {
 		t.Fatalf("Propose(%s): %v", cmd, err)
 	}
@@ -217,7 +243,7 @@ func TestNodeSingleVoter(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := n.Propose(context.Background(), []byte("late")); !errors.Is(err, ErrStopped) {
+	if _, _, err := n.Propose(context.Background(), []byte("late")); !errors.Is(err, ErrStopped) {
 		t.Fatalf("Propose after Close = %v, want ErrStopped", err)
 	}
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -112,8 +113,6 @@ func (c *Config) Validate() error {
 		return errors.New("--listen-peer-urls must not be empty")
 	case c.InitialClusterState != "new" && c.InitialClusterState != "existing":
 		return fmt.Errorf("--initial-cluster-state must be new or existing, not %q", c.InitialClusterState)
-	case c.InitialClusterState == "existing":
-		return errors.New("--initial-cluster-state=existing: joining a running cluster is not supported yet")
 	case c.MaxRequestBytes <= 0:
 		return errors.New("--max-request-bytes must be positive")
 	case c.MaxTxnOps <= 0:
@@ -135,13 +134,31 @@ func (c *Config) Validate() error {
 	if err != nil {
 		return err
 	}
-	if len(peers) > 1 {
-		return errors.New("--initial-cluster: multi-member clusters are not supported yet")
+	var own *peer
+	for i := range peers {
+		if peers[i].name == c.Name {
+			own = &peers[i]
+		}
 	}
-	if peers[0].name != c.Name {
+	if own == nil {
 		return fmt.Errorf("--initial-cluster has no member named %q (--name)", c.Name)
 	}
+	if !sameURLs(own.urls, c.InitialAdvertisePeerURLs) {
+		return fmt.Errorf("--initial-cluster has %s=%s but --initial-advertise-peer-urls is %s: they must match", c.Name, strings.Join(own.urls, ","), strings.Join(c.InitialAdvertisePeerURLs, ","))
+	}
+	for _, u := range c.InitialAdvertisePeerURLs {
+		if _, err := hostPort(u); err != nil {
+			return err
+		}
+	}
+	if c.InitialClusterState == "existing" && len(peers) < 2 {
+		return errors.New("--initial-cluster-state=existing: --initial-cluster must list at least one running member besides this one")
+	}
 	return nil
+}
+
+func sameURLs(a, b []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
 func (c *Config) peers() ([]peer, error) {

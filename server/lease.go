@@ -36,14 +36,26 @@ func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest)
 }
 
 func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
-	if err := l.s.linearizable(ctx); err != nil {
+	// Only the leader knows a lease's remaining time.
+	resp, err := onLeader(l.s, ctx, "LeaseTimeToLive", r, func() (*pb.LeaseTimeToLiveResponse, error) {
+		return l.s.leaseTimeToLive(ctx, r)
+	}, func() *pb.LeaseTimeToLiveResponse { return &pb.LeaseTimeToLiveResponse{} })
+	if err != nil {
 		return nil, err
 	}
-	resp, err := l.s.kv.LeaseTimeToLive(r.ID, r.Keys)
+	resp.Header = l.s.header(&pb.ResponseHeader{Revision: resp.GetHeader().GetRevision()})
+	return resp, nil
+}
+
+func (s *Server) leaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	if err := s.linearizable(ctx); err != nil {
+		return nil, err
+	}
+	resp, err := s.kv.LeaseTimeToLive(r.ID, r.Keys)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
-	resp.Header = l.s.header(resp.Header)
+	resp.Header = s.header(resp.Header)
 	return resp, nil
 }
 
@@ -85,22 +97,4 @@ func (l *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error
 			return err
 		}
 	}
-}
-
-func (s *Server) renew(ctx context.Context, id int64) (int64, error) {
-	if !s.node.IsLeader() {
-		if s.node.Leader() == "" {
-			return 0, rpctypes.ErrGRPCNoLeader
-		}
-		return 0, rpctypes.ErrGRPCNotLeader
-	}
-	ttl, clearCP, err := s.kv.LeaseRenew(id)
-	if err == nil && clearCP {
-		// The lease restarts its full TTL: drop the old checkpoint so a new
-		// leader does not resume from it.
-		_, err = s.propose(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{
-			Checkpoints: []*pb.LeaseCheckpoint{{ID: id, Remaining_TTL: 0}},
-		}})
-	}
-	return ttl, err
 }

@@ -13,7 +13,10 @@ type maintenanceServer struct {
 }
 
 func (m *maintenanceServer) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
-	s := m.s
+	return m.s.status(), nil
+}
+
+func (s *Server) status() *pb.StatusResponse {
 	size := s.kv.Size()
 	resp := &pb.StatusResponse{
 		Header:           s.header(nil),
@@ -28,14 +31,19 @@ func (m *maintenanceServer) Status(ctx context.Context, _ *pb.StatusRequest) (*p
 		DowngradeInfo:    &pb.DowngradeInfo{},
 	}
 	if leader := s.node.Leader(); leader != "" {
-		resp.Leader, _ = strconv.ParseUint(leader, 16, 64)
+		resp.Leader = parseID(leader)
 	} else {
 		resp.Errors = append(resp.Errors, "etcdserver: no leader")
+	}
+	if ms, err := s.members(); err == nil {
+		if me := findMember(ms, s.id); me != nil {
+			resp.IsLearner = me.IsLearner
+		}
 	}
 	for _, a := range s.kv.Alarms() {
 		resp.Errors = append(resp.Errors, "memberID:"+strconv.FormatUint(a.MemberID, 10)+" alarm:"+a.Alarm.String())
 	}
-	return resp, nil
+	return resp
 }
 
 func (m *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
@@ -80,12 +88,58 @@ type clusterServer struct {
 	s *Server
 }
 
-func (c *clusterServer) MemberList(ctx context.Context, _ *pb.MemberListRequest) (*pb.MemberListResponse, error) {
-	s := c.s
-	return &pb.MemberListResponse{
-		Header: s.header(nil),
-		Members: []*pb.Member{{
-			ID: s.id, Name: s.cfg.Name, PeerURLs: s.peerURLs, ClientURLs: s.cfg.AdvertiseClientURLs,
-		}},
-	}, nil
+func (c *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
+	return c.s.memberList(ctx, r.Linearizable)
+}
+
+func (c *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
+	resp, err := c.s.memberAdd(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	return resp, c.s.settle(ctx, &resp.Header)
+}
+
+func (c *clusterServer) MemberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
+	resp, err := c.s.memberRemove(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	return resp, c.s.settle(ctx, &resp.Header)
+}
+
+func (c *clusterServer) MemberUpdate(ctx context.Context, r *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
+	resp, err := c.s.memberUpdate(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	return resp, c.s.settle(ctx, &resp.Header)
+}
+
+func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
+	resp, err := c.s.memberPromote(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	return resp, c.s.settle(ctx, &resp.Header)
+}
+
+// settle makes a change done through the leader visible here before the
+// answer (a MemberList on this member then shows it) and stamps this
+// member's header.
+func (s *Server) settle(ctx context.Context, h **pb.ResponseHeader) error {
+	if !s.node.IsLeader() {
+		if err := s.linearizable(ctx); err != nil {
+			return err
+		}
+	}
+	*h = s.header(&pb.ResponseHeader{})
+	return nil
+}
+
+func (m *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
+	if err := m.s.moveLeader(ctx, r.TargetID); err != nil {
+		return nil, err
+	}
+	return &pb.MoveLeaderResponse{Header: m.s.header(nil)}, nil
 }

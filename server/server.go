@@ -4,21 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/ballast-kv/ballast/mvcc"
 	"github.com/ballast-kv/ballast/raftlog"
@@ -51,6 +50,22 @@ type Server struct {
 	muxes     []*connMux
 	listeners []net.Listener
 
+	// The peer port: Raft, and the peer service followers use.
+	peerGRPC  *grpc.Server
+	peerMuxes []*peerListener
+	peerRaft  *chanListener
+	peerRPC   *chanListener
+	dialer    *peerDialer
+	peers     *peerClients
+
+	memberMu sync.Mutex // one membership change at a time
+	progress progress
+	removed  atomic.Bool
+	// raftStarted is set once s.node exists: the peer service waits for it.
+	raftStarted atomic.Bool
+	leaveCh     chan struct{} // closed when this member must stop (removed)
+	leave       sync.Once
+
 	stopCh    chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -68,8 +83,10 @@ func (m stateMachine) Apply(entries []raftlog.Entry) []any {
 	}
 	return m.kv.Apply(es)
 }
-func (m stateMachine) AppliedIndex() uint64 { return m.kv.AppliedIndex() }
-func (m stateMachine) Sync() error          { return m.kv.Sync() }
+func (m stateMachine) AppliedIndex() uint64                      { return m.kv.AppliedIndex() }
+func (m stateMachine) Sync() error                               { return m.kv.Sync() }
+func (m stateMachine) WriteSnapshot(w io.Writer) (uint64, error) { return m.kv.WriteSnapshot(w) }
+func (m stateMachine) Restore(r io.Reader) error                 { return m.kv.Restore(r) }
 
 // New opens the member's data and binds its listeners; Run serves.
 func New(cfg Config) (*Server, error) {
@@ -82,17 +99,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DataDir == "" {
 		cfg.DataDir = cfg.Name + ".ballast"
 	}
-	peers, _ := cfg.peers()
-	s := &Server{cfg: cfg, log: cfg.Logger, peerURLs: peers[0].urls, stopCh: make(chan struct{})}
-	s.id = memberID(s.peerURLs, cfg.InitialClusterToken)
-	s.clusterID = clusterID([]uint64{s.id})
-	s.reqIDs = newIDGenerator(s.id, time.Now())
+	s := &Server{cfg: cfg, log: cfg.Logger, peerURLs: cfg.InitialAdvertisePeerURLs, stopCh: make(chan struct{}), leaveCh: make(chan struct{})}
+	s.dialer = newPeerDialer(cfg.ListenPeerURLs[0])
+	s.peers = &peerClients{dialer: s.dialer}
 	s.metrics = newMetrics(s)
-	if err := s.checkDataDir(); err != nil {
+	bootstrap, err := s.identify()
+	if err != nil {
+		s.peers.close()
 		return nil, err
 	}
+	s.reqIDs = newIDGenerator(s.id, time.Now())
 
-	var err error
 	s.stateDB, err = store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, "state"), Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
@@ -102,13 +119,27 @@ func New(cfg Config) (*Server, error) {
 		s.stateDB.Close()
 		return nil, err
 	}
-	peerAddr, _ := hostPort(cfg.ListenPeerURLs[0])
+	if err := s.listenPeers(); err != nil {
+		s.kv.Close()
+		s.stateDB.Close()
+		return nil, err
+	}
 	advertise, _ := hostPort(s.peerURLs[0])
+	advAddr, err := net.ResolveTCPAddr("tcp", advertise)
+	if err != nil {
+		s.closePeers()
+		s.kv.Close()
+		s.stateDB.Close()
+		return nil, fmt.Errorf("--initial-advertise-peer-urls: %w", err)
+	}
 	rc := raftlog.DefaultConfig()
-	rc.ID = strconv.FormatUint(s.id, 16)
+	rc.ID = hexID(s.id)
 	rc.Dir = cfg.DataDir
-	rc.BindAddr, rc.Advertise = peerAddr, advertise
-	rc.Bootstrap = []raftlog.Server{{ID: rc.ID, Address: advertise}}
+	rc.Advertise = advertise
+	rc.Stream = &raftStream{ln: s.peerRaft, advertise: advAddr, dialer: s.dialer, clusterID: func() uint64 { return s.clusterID }}
+	rc.Bootstrap = bootstrap
+	rc.RemoteReadIndex = s.remoteReadIndex
+	rc.RestoreOnStart = s.kv.Restoring()
 	rc.HeartbeatInterval, rc.ElectionTimeout = cfg.HeartbeatInterval, cfg.ElectionTimeout
 	rc.SnapshotCount = cfg.SnapshotCount
 	rc.ApplyTimeout = 5*time.Second + 2*cfg.ElectionTimeout
@@ -116,10 +147,12 @@ func New(cfg Config) (*Server, error) {
 	rc.OnSync = func(d time.Duration) { s.metrics.walFsync.Observe(d.Seconds()) }
 	s.node, err = raftlog.Open(rc, stateMachine{s.kv})
 	if err != nil {
+		s.closePeers()
 		s.kv.Close()
 		s.stateDB.Close()
 		return nil, err
 	}
+	s.raftStarted.Store(true)
 	if err := s.listen(); err != nil {
 		s.Close()
 		return nil, err
@@ -127,24 +160,46 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// checkDataDir refuses a data dir that belongs to another cluster.
-func (s *Server) checkDataDir() error {
-	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+// listenPeers binds the peer URLs; connections are routed at once, so
+// Raft can reach this member as soon as it starts.
+func (s *Server) listenPeers() error {
+	s.peerRaft, s.peerRPC = newChanListener(nil), newChanListener(nil)
+	for _, u := range s.cfg.ListenPeerURLs {
+		addr, _ := hostPort(u)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			s.closePeers()
+			return fmt.Errorf("listen on peer URL %s: %w", u, err)
+		}
+		if s.peerRaft.addr == nil {
+			s.peerRaft.addr, s.peerRPC.addr = ln.Addr(), ln.Addr()
+		}
+		pl := newPeerListener(ln, s.peerRaft, s.peerRPC, func() uint64 { return s.clusterID }, s.refused)
+		s.peerMuxes = append(s.peerMuxes, pl)
+		go pl.serve()
 	}
-	p := filepath.Join(s.cfg.DataDir, "member")
-	want := fmt.Sprintf("member %x cluster %x\n", s.id, s.clusterID)
-	got, err := os.ReadFile(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return os.WriteFile(p, []byte(want), 0o600)
-	}
-	if err != nil {
-		return err
-	}
-	if string(got) != want {
-		return fmt.Errorf("data dir %s belongs to %q, not to this member (%q): check --initial-cluster, --initial-advertise-peer-urls and --initial-cluster-token", s.cfg.DataDir, string(got[:len(got)-1]), want[:len(want)-1])
-	}
+	s.peerGRPC = grpc.NewServer(grpc.MaxRecvMsgSize(math.MaxInt32), grpc.MaxSendMsgSize(math.MaxInt32))
+	s.peerGRPC.RegisterService(&peerServiceDesc, s)
+	go s.peerGRPC.Serve(s.peerRPC)
 	return nil
+}
+
+func (s *Server) closePeers() {
+	for _, p := range s.peerMuxes {
+		p.Close()
+	}
+	if s.peerRaft != nil {
+		s.peerRaft.shut()
+	}
+	if s.peerGRPC != nil {
+		s.peerGRPC.Stop()
+	}
+	s.peers.close()
+}
+
+// refused logs a peer of another cluster trying to reach this member.
+func (s *Server) refused(remote net.Addr, theirs uint64) {
+	s.log.Error("refused a peer connection from another cluster", "remote", remote.String(), "their-cluster-id", hexID(theirs), "cluster-id", hexID(s.clusterID))
 }
 
 // minLeaseTTL is etcd's rule: 1.5 election timeouts, rounded up to seconds.
@@ -190,16 +245,25 @@ func (s *Server) Run(ctx context.Context) error {
 		go s.http.Serve(m.http)
 		go m.serve()
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.leaseLoop()
 	go s.autoCompactLoop()
+	go s.membershipLoop()
 	s.log.Info("serving", "name", s.cfg.Name, "member-id", fmt.Sprintf("%x", s.id), "client-urls", s.cfg.ListenClientURLs, "peer-urls", s.cfg.ListenPeerURLs, "data-dir", s.cfg.DataDir)
 	select {
 	case <-ctx.Done():
 	case <-s.stopCh:
+	case <-s.leaveCh:
 	}
-	return s.Close()
+	err := s.Close()
+	if s.removed.Load() {
+		return ErrRemoved
+	}
+	return err
 }
+
+// ErrRemoved ends Run on a member that was removed from its cluster.
+var ErrRemoved = errors.New("the member has been permanently removed from the cluster")
 
 // Close stops serving and closes the data; it is idempotent.
 func (s *Server) Close() error {
@@ -223,6 +287,7 @@ func (s *Server) Close() error {
 		}
 		s.wg.Wait()
 		err = errors.Join(s.node.Close(), s.kv.Sync(), s.kv.Close(), s.stateDB.Close())
+		s.closePeers()
 	})
 	return err
 }
@@ -237,35 +302,6 @@ func (s *Server) header(h *pb.ResponseHeader) *pb.ResponseHeader {
 		h.Revision = s.kv.Rev()
 	}
 	return h
-}
-
-// propose replicates a request and returns the state machine's response.
-func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.Message, error) {
-	r.ID = s.reqIDs.Next()
-	data, err := proto.Marshal(r)
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > s.cfg.MaxRequestBytes {
-		return nil, rpctypes.ErrGRPCRequestTooLarge
-	}
-	s.metrics.proposalsPending.Inc()
-	res, err := s.node.Propose(ctx, data)
-	s.metrics.proposalsPending.Dec()
-	if err != nil {
-		s.metrics.proposalsFailed.Inc()
-		return nil, toGRPC(err)
-	}
-	s.metrics.proposalsCommitted.Inc()
-	switch r := res.(type) {
-	case error:
-		return nil, toGRPC(r)
-	case proto.Message:
-		return r, nil
-	}
-	// Only an entry replayed after a restart has no result, and nobody
-	// waits for those.
-	return nil, rpctypes.ErrGRPCTimeout
 }
 
 // linearizable waits until this member's state reflects every write

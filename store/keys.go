@@ -18,4 +18,5 @@ const (
 	PrefixRevision byte = 'r' // r<main:8><sub:8> -> event: key, kind, metadata, value
 	PrefixLease    byte = 'e' // e<id:8> -> lease TTL and remaining-TTL checkpoint
 	PrefixAttached byte = 'a' // a<id:8><key> -> empty; keys attached to a lease
+	PrefixMember   byte = 'n' // n<id:8> -> etcdserverpb.Member: name, peer and client URLs
 )

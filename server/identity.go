@@ -1,0 +1,136 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/ballast-kv/ballast/raftlog"
+)
+
+// identify settles this member's id and its cluster's id, and returns the
+// initial Raft configuration when a new cluster is being bootstrapped.
+//
+//   - A data dir that was used before holds both ids in its `member` file;
+//     as in etcd, the --initial-cluster flags no longer matter then (but a
+//     new-cluster command line must still describe this member).
+//   - --initial-cluster-state=new derives every id from the peer URLs and
+//     the cluster token, as etcd does, so all members agree without talking.
+//   - --initial-cluster-state=existing asks the running members, which must
+//     already list this member's peer URLs (MemberAdd first), as etcd does.
+func (s *Server) identify() ([]raftlog.Server, error) {
+	cfg := s.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	path := filepath.Join(cfg.DataDir, "member")
+	peers, err := cfg.peers()
+	if err != nil {
+		return nil, err
+	}
+	var bootstrap []raftlog.Server
+	var id, cid uint64
+	if cfg.InitialClusterState == "new" {
+		var ids []uint64
+		for _, p := range peers {
+			pid := memberID(p.urls, cfg.InitialClusterToken)
+			ids = append(ids, pid)
+			addr, _ := hostPort(p.urls[0])
+			bootstrap = append(bootstrap, raftlog.Server{ID: hexID(pid), Address: addr})
+			if p.name == cfg.Name {
+				id = pid
+			}
+		}
+		cid = clusterID(ids)
+	}
+
+	got, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		var mid, mcid uint64
+		if _, err := fmt.Sscanf(string(got), "member %x cluster %x\n", &mid, &mcid); err != nil {
+			return nil, fmt.Errorf("data dir %s: unreadable member file: %q", cfg.DataDir, got)
+		}
+		if cfg.InitialClusterState == "new" && (mid != id || mcid != cid) {
+			return nil, fmt.Errorf("data dir %s belongs to member %x of cluster %x, not to this member (%x of cluster %x): check --initial-cluster, --initial-advertise-peer-urls and --initial-cluster-token", cfg.DataDir, mid, mcid, id, cid)
+		}
+		s.id, s.clusterID = mid, mcid
+		return nil, nil // Raft has its configuration already
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, err
+	}
+
+	if cfg.InitialClusterState == "new" {
+		s.id, s.clusterID = id, cid
+		if err := s.checkNotBootstrapped(peers); err != nil {
+			return nil, err
+		}
+	} else if err := s.joinExisting(peers); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, []byte(fmt.Sprintf("member %x cluster %x\n", s.id, s.clusterID)), 0o600); err != nil {
+		return nil, err
+	}
+	return bootstrap, nil
+}
+
+// checkNotBootstrapped refuses to bootstrap next to running members of
+// another cluster: a wrong --initial-cluster-token or a member list that
+// does not match is an error now, not a split cluster later. Members that
+// do not answer (they are starting too) are fine.
+func (s *Server) checkNotBootstrapped(peers []peer) error {
+	for _, p := range peers {
+		if p.name == s.cfg.Name {
+			continue
+		}
+		addr, _ := hostPort(p.urls[0])
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var st pb.StatusResponse
+		err := s.callPeer(ctx, addr, "Status", &pb.StatusRequest{}, &st)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if theirs := st.GetHeader().GetClusterId(); theirs != s.clusterID {
+			return fmt.Errorf("member %s (%s) belongs to cluster %x, but --initial-cluster and --initial-cluster-token %q make cluster %x: check both flags, or use --initial-cluster-state=existing to join it", p.name, p.urls[0], theirs, s.cfg.InitialClusterToken, s.clusterID)
+		}
+	}
+	return nil
+}
+
+// joinExisting learns this member's id and the cluster id from a running
+// member that lists this member's peer URLs.
+func (s *Server) joinExisting(peers []peer) error {
+	var lastErr error
+	for _, p := range peers {
+		if p.name == s.cfg.Name {
+			continue
+		}
+		addr, _ := hostPort(p.urls[0])
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var ml pb.MemberListResponse
+		err := s.callPeer(ctx, addr, "MemberList", &pb.MemberListRequest{}, &ml)
+		cancel()
+		if err != nil {
+			lastErr = fmt.Errorf("%s (%s): %v", p.name, p.urls[0], err)
+			continue
+		}
+		want := slices.Sorted(slices.Values(s.peerURLs))
+		for _, m := range ml.Members {
+			if slices.Equal(slices.Sorted(slices.Values(m.PeerURLs)), want) {
+				s.id, s.clusterID = m.ID, ml.Header.ClusterId
+				s.log.Info("joining a running cluster", "member-id", hexID(s.id), "cluster-id", hexID(s.clusterID), "via", p.name)
+				return nil
+			}
+		}
+		return fmt.Errorf("the running cluster %x has no member with peer URLs %s: add this member with MemberAdd (etcdctl member add %s --peer-urls=%s) first", ml.Header.ClusterId, strings.Join(s.peerURLs, ","), s.cfg.Name, strings.Join(s.peerURLs, ","))
+	}
+	return fmt.Errorf("--initial-cluster-state=existing: no member of --initial-cluster answered: %v", lastErr)
+}

@@ -1,0 +1,202 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// The peer port carries two protocols, told apart by a connection's first
+// byte: Raft's transport (raftMagic, then a handshake) and the internal gRPC
+// service followers use to reach the leader (HTTP/2, which begins with
+// "PRI"). TLS, when it comes, wraps the listener and the dialer: both
+// protocols get it at once.
+const raftMagic = 'R'
+
+// handshakeTimeout bounds the exchange that opens a Raft connection.
+const handshakeTimeout = 5 * time.Second
+
+// peerListener splits the peer listener into Raft and gRPC connections.
+type peerListener struct {
+	ln        net.Listener
+	clusterID func() uint64
+	raft      *chanListener
+	grpc      *chanListener
+	onRefuse  func(remote net.Addr, theirs uint64)
+	closeOnce sync.Once
+}
+
+func newPeerListener(ln net.Listener, raft, grpc *chanListener, clusterID func() uint64, onRefuse func(net.Addr, uint64)) *peerListener {
+	return &peerListener{ln: ln, clusterID: clusterID, raft: raft, grpc: grpc, onRefuse: onRefuse}
+}
+
+func (p *peerListener) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return // closed; the shared Raft and gRPC listeners are shut by their owner
+		}
+		go p.route(c)
+	}
+}
+
+func (p *peerListener) route(c net.Conn) {
+	c.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	var first [1]byte
+	if _, err := io.ReadFull(c, first[:]); err != nil {
+		c.Close()
+		return
+	}
+	if first[0] != raftMagic {
+		c.SetReadDeadline(time.Time{})
+		p.grpc.deliver(&prefixConn{Conn: c, prefix: first[:]})
+		return
+	}
+	var id [8]byte
+	if _, err := io.ReadFull(c, id[:]); err != nil {
+		c.Close()
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	theirs, ours := binary.BigEndian.Uint64(id[:]), p.clusterID()
+	if theirs != ours {
+		msg := fmt.Sprintf("cluster ID mismatch: this member belongs to cluster %x, the dialing member to %x (check --initial-cluster-token and --initial-cluster)", ours, theirs)
+		c.SetWriteDeadline(time.Now().Add(handshakeTimeout))
+		c.Write(append([]byte{1, byte(len(msg) >> 8), byte(len(msg))}, msg...))
+		c.Close()
+		if p.onRefuse != nil {
+			p.onRefuse(c.RemoteAddr(), theirs)
+		}
+		return
+	}
+	c.SetWriteDeadline(time.Now().Add(handshakeTimeout))
+	if _, err := c.Write([]byte{0}); err != nil {
+		c.Close()
+		return
+	}
+	c.SetWriteDeadline(time.Time{})
+	p.raft.deliver(c)
+}
+
+func (p *peerListener) Close() error {
+	var err error
+	p.closeOnce.Do(func() { err = p.ln.Close() })
+	return err
+}
+
+// errClusterMismatch is what a dial gets from a member of another cluster.
+var errClusterMismatch = errors.New("refused by peer")
+
+// peerDialer opens peer connections from this member's peer IP (when it
+// listens on a specific one), so a member is recognisable by its address.
+type peerDialer struct {
+	local net.Addr // nil: let the kernel choose
+}
+
+func newPeerDialer(listenPeerURL string) *peerDialer {
+	u, err := url.Parse(listenPeerURL)
+	if err != nil {
+		return &peerDialer{}
+	}
+	ip := net.ParseIP(u.Hostname())
+	if ip == nil || ip.IsUnspecified() {
+		return &peerDialer{}
+	}
+	return &peerDialer{local: &net.TCPAddr{IP: ip}}
+}
+
+func (d *peerDialer) dial(ctx context.Context, addr string) (net.Conn, error) {
+	nd := net.Dialer{LocalAddr: d.local}
+	return nd.DialContext(ctx, "tcp", addr)
+}
+
+// raftStream is the raft.StreamLayer on the shared peer port.
+type raftStream struct {
+	ln        *chanListener
+	advertise net.Addr
+	dialer    *peerDialer
+	clusterID func() uint64
+}
+
+func (r *raftStream) Accept() (net.Conn, error) { return r.ln.Accept() }
+func (r *raftStream) Close() error              { return r.ln.Close() }
+func (r *raftStream) Addr() net.Addr            { return r.advertise }
+
+func (r *raftStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := r.dialer.dial(ctx, string(addr))
+	if err != nil {
+		return nil, err
+	}
+	hello := binary.BigEndian.AppendUint64([]byte{raftMagic}, r.clusterID())
+	c.SetDeadline(time.Now().Add(handshakeTimeout))
+	if _, err := c.Write(hello); err != nil {
+		c.Close()
+		return nil, err
+	}
+	br := bufio.NewReader(c)
+	status, err := br.ReadByte()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if status != 0 {
+		var n [2]byte
+		io.ReadFull(br, n[:])
+		msg := make([]byte, int(n[0])<<8|int(n[1]))
+		io.ReadFull(br, msg)
+		c.Close()
+		return nil, fmt.Errorf("%w %s: %s", errClusterMismatch, addr, msg)
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// peerClients keeps one gRPC connection per peer address.
+type peerClients struct {
+	dialer *peerDialer
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+}
+
+func (p *peerClients) get(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c := p.conns[addr]; c != nil {
+		return c, nil
+	}
+	c, err := grpc.NewClient("passthrough:///"+addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(p.dialer.dial),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30)),
+	)
+	if err != nil {
+		return nil, err
+	}
+	if p.conns == nil {
+		p.conns = map[string]*grpc.ClientConn{}
+	}
+	p.conns[addr] = c
+	return c, nil
+}
+
+func (p *peerClients) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
