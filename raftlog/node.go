@@ -178,7 +178,9 @@ func (n *Node) start() error {
 	rc.HeartbeatTimeout = n.cfg.ElectionTimeout
 	rc.ElectionTimeout = n.cfg.ElectionTimeout
 	rc.LeaderLeaseTimeout = n.cfg.ElectionTimeout / 2
-	rc.CommitTimeout = n.cfg.HeartbeatInterval / 2
+	// Followers learn a new commit index from the next AppendEntries; when
+	// writes pause, this is how soon the leader sends one.
+	rc.CommitTimeout = min(n.cfg.HeartbeatInterval/2, 5*time.Millisecond)
 	rc.MaxAppendEntries = 512
 	rc.BatchApplyCh = true
 	rc.SnapshotThreshold = n.cfg.SnapshotCount

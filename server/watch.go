@@ -78,6 +78,7 @@ func (ss *watchSession) recv(ctx context.Context) error {
 		switch {
 		case req.GetCreateRequest() != nil:
 			c := req.GetCreateRequest()
+			ss.s.catchUp(ctx)
 			resp = control{resp: ss.create(c), progress: c.ProgressNotify, fragment: c.Fragment}
 		case req.GetCancelRequest() != nil:
 			id := req.GetCancelRequest().WatchId
@@ -229,4 +230,18 @@ func (ss *watchSession) sendEvents(r *pb.WatchResponse) error {
 		}
 	}
 	return nil
+}
+
+// catchUp lets a follower apply every write acknowledged before a watch is
+// created, so that a watch "from now" on any member starts after them (in
+// etcd a follower may still be a few entries behind). Without a leader it
+// gives up after an election timeout and the watch starts from what this
+// member has.
+func (s *Server) catchUp(ctx context.Context) {
+	if s.node.IsLeader() {
+		return // the leader applied every write it acknowledged
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ElectionTimeout)
+	defer cancel()
+	s.node.LinearizableBarrier(ctx)
 }

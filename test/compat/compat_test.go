@@ -26,9 +26,10 @@ const stepTimeout = 30 * time.Second
 // target is one server with the state needed to resolve a script's symbolic
 // revisions and leases on it. A target is used by one goroutine at a time.
 type target struct {
-	name string
-	node *harness.Node
-	cli  *clientv3.Client
+	name  string
+	nodes   []*harness.Node // one, or the members of a cluster
+	cli     *clientv3.Client
+	members []*clientv3.Client // one per member of a cluster, for settle
 
 	base       int64           // revision at the start of the current case
 	caseLeases []int64         // leases granted in the current case, in order
@@ -54,14 +55,35 @@ func (tg *target) leaseName(id int64) int64 {
 
 func (tg *target) observeRev(rev int64) { tg.rev = max(tg.rev, rev) }
 
+// settle waits, on a cluster, until every member has applied the highest
+// revision seen. The next step may go to any member: serializable reads,
+// read-only txns and watch progress are served from the member's own state
+// (in etcd too), so without this they could differ from a single etcd by
+// the replication delay rather than by behaviour.
+func (tg *target) settle(ctx context.Context) {
+	if len(tg.nodes) < 2 {
+		return
+	}
+	for _, cli := range tg.members {
+		for {
+			resp, err := cli.Get(ctx, "compat-sync", clientv3.WithSerializable())
+			if err == nil && resp.Header.Revision >= tg.rev || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
 // pair is the reference etcd and the server under test.
 type pair struct {
 	ref, sut *target
 }
 
 // startPair starts etcd and the server under test: $COMPAT_TARGET_BIN, or
-// Ballast (see harness.BallastBin).
-func startPair(t *testing.T) *pair {
+// Ballast (see harness.BallastBin), as a single node or, with members > 1,
+// a cluster whose client spreads requests over every member.
+func startPair(t *testing.T, members int) *pair {
 	etcdBin := harness.EtcdBin(t)
 	sutBin, sutName := os.Getenv("COMPAT_TARGET_BIN"), "ballast"
 	if sutBin != "" {
@@ -70,17 +92,28 @@ func startPair(t *testing.T) *pair {
 	} else {
 		sutBin = harness.BallastBin(t)
 	}
-	mk := func(name, bin string) *target {
-		n := harness.Start(t, bin, harness.Options{Name: name})
+	mk := func(name, bin string, size int) *target {
+		nodes := harness.StartCluster(t, bin, size, harness.Options{Name: name})
+		var eps []string
+		for _, n := range nodes {
+			eps = append(eps, n.ClientURL)
+		}
 		// The raw stubs used for watches and leases on the client's
 		// connection get clientv3's receive limit, not gRPC's 4 MiB.
-		cli := n.Client(t, func(c *clientv3.Config) {
+		cli := nodes[0].Client(t, func(c *clientv3.Config) {
+			c.Endpoints = eps
 			c.DialOptions = append(c.DialOptions, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
 		})
-		return &target{name: name, node: n, cli: cli, leaseOrd: map[int64]int64{}}
+		tg := &target{name: name, nodes: nodes, cli: cli, leaseOrd: map[int64]int64{}}
+		if size > 1 {
+			for _, n := range nodes {
+				tg.members = append(tg.members, n.Client(t))
+			}
+		}
+		return tg
 	}
-	p := &pair{ref: mk("etcd", etcdBin), sut: mk(sutName, sutBin)}
-	t.Logf("reference %s at %s; target %s (%s) at %s", etcdBin, p.ref.node.ClientURL, sutName, sutBin, p.sut.node.ClientURL)
+	p := &pair{ref: mk("etcd", etcdBin, 1), sut: mk(sutName, sutBin, members)}
+	t.Logf("reference %s at %s; target %s (%s), %d member(s), at %s", etcdBin, p.ref.nodes[0].ClientURL, sutName, sutBin, members, p.sut.cli.Endpoints())
 	return p
 }
 
@@ -184,8 +217,14 @@ func indent(s string) string {
 // TestCompat starts one etcd and one server under test and runs every
 // scripted case, then the random sequence, against both. The cases share the
 // two servers and run in order; each is a subtest, so -run selects them.
-func TestCompat(t *testing.T) {
-	p := startPair(t)
+func TestCompat(t *testing.T) { runCompat(t, 1) }
+
+// TestCompatCluster runs the same cases against a three-member cluster of
+// the server under test, each request going to any member.
+func TestCompatCluster(t *testing.T) { runCompat(t, 3) }
+
+func runCompat(t *testing.T, members int) {
+	p := startPair(t, members)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p.begin(t)

@@ -34,6 +34,7 @@ type step struct {
 
 // exec runs s on tg and returns the rendered, normalised result.
 func (s step) exec(ctx context.Context, tg *target) string {
+	defer tg.settle(ctx)
 	if s.run != nil {
 		return s.run(ctx, tg)
 	}

@@ -20,6 +20,17 @@ import (
 
 func leaseClient(tg *target) pb.LeaseClient { return pb.NewLeaseClient(tg.cli.ActiveConnection()) }
 
+// grantClient grants leases. On a cluster it is always the first member:
+// lease IDs come from the granting member's ID generator (in etcd too), so
+// grants spread over members would order IDs differently from a single
+// etcd, and scripts compare leases by ID.
+func grantClient(tg *target) pb.LeaseClient {
+	if len(tg.members) > 0 {
+		return pb.NewLeaseClient(tg.members[0].ActiveConnection())
+	}
+	return leaseClient(tg)
+}
+
 // grant grants a lease chosen by the server; it becomes L<n> of the case.
 func grant(ttl int64) step { return grantID(0, ttl) }
 
@@ -30,7 +41,7 @@ func grantID(id, ttl int64) step {
 		desc += fmt.Sprintf(" id=%#x", id)
 	}
 	return step{desc: desc, run: func(ctx context.Context, tg *target) string {
-		resp, err := leaseClient(tg).LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: id, TTL: ttl})
+		resp, err := grantClient(tg).LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: id, TTL: ttl})
 		if err == nil && resp.Error == "" {
 			tg.addLease(resp.ID)
 		}
@@ -102,10 +113,13 @@ func waitGone(k string, timeout time.Duration) step {
 }
 
 // restart stops the server with SIGTERM and starts it again on the same data
-// directory, then reports the current revision.
+// directory (a cluster: every member in turn), then reports the current
+// revision.
 func restart() step {
 	return step{desc: "restart the server", serial: true, run: func(ctx context.Context, tg *target) string {
-		tg.node.Restart()
+		for _, n := range tg.nodes {
+			n.Restart()
+		}
 		resp, err := tg.cli.Get(ctx, "compat-sync")
 		return tg.render((*pb.RangeResponse)(resp), err)
 	}}
