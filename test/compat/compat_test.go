@@ -26,7 +26,7 @@ const stepTimeout = 30 * time.Second
 // target is one server with the state needed to resolve a script's symbolic
 // revisions and leases on it. A target is used by one goroutine at a time.
 type target struct {
-	name  string
+	name    string
 	nodes   []*harness.Node // one, or the members of a cluster
 	cli     *clientv3.Client
 	members []*clientv3.Client // one per member of a cluster, for settle
