@@ -3,6 +3,7 @@
 //
 //	ballast [etcd flags]     run a member (no flags: a single-node cluster)
 //	ballast bench ...        the load generator behind docs/benchmarks.md
+//	ballast status ...       one row per member: role, Raft indexes, lag, errors
 package main
 
 import (
@@ -18,12 +19,16 @@ import (
 	"syscall"
 
 	"github.com/ballast-kv/ballast/cmd/internal/bench"
+	"github.com/ballast-kv/ballast/cmd/internal/status"
 	"github.com/ballast-kv/ballast/server"
 )
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "bench" {
 		os.Exit(bench.Main(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "status" {
+		os.Exit(status.Main(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -104,7 +109,7 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 		return cfg, rewordFlagError(err)
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q (sub-commands: bench)", fs.Arg(0))
+		return cfg, fmt.Errorf("unexpected argument %q (sub-commands: bench, status)", fs.Arg(0))
 	}
 	if *configFile != "" {
 		if err := applyConfigFile(fs, *configFile); err != nil {
