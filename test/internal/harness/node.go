@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -29,19 +30,48 @@ type Options struct {
 	// ReadyTimeout bounds the wait for the node to serve a linearizable read.
 	// Default 60s.
 	ReadyTimeout time.Duration
+	// Proxied gives member i (1-based) its own loopback IP, 127.0.0.(10+i),
+	// for its client and peer listeners, and puts a Proxy in front of its
+	// peer listener: the member advertises the proxy's URL
+	// (--initial-advertise-peer-urls and --initial-cluster) and listens
+	// behind it (--listen-peer-urls), so every peer connection to it can be
+	// cut, delayed or broken by the connecting member's IP (see Partition).
+	Proxied bool
+}
+
+func (o Options) withDefaults() Options {
+	if o.Name == "" {
+		o.Name = "n"
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = 60 * time.Second
+	}
+	return o
 }
 
 // Node is one server process. Its methods are not safe for concurrent use.
 type Node struct {
-	Name      string
-	Bin       string
-	DataDir   string
-	ClientURL string // http://127.0.0.1:port, serving gRPC
-	PeerURL   string
-	LogPath   string // stdout and stderr of every run of the process
+	Name    string
+	Bin     string
+	DataDir string
+	// IP is the loopback address the member listens on: 127.0.0.1, or
+	// 127.0.0.(10+i) for member i of a proxied cluster.
+	IP        string
+	ClientURL string // http://IP:port, serving gRPC
+	// PeerURL is the peer URL the member advertises and the other members
+	// dial: the URL of Proxy in a proxied cluster, else ListenPeerURL.
+	PeerURL string
+	// ListenPeerURL is the URL the process itself listens on for peers.
+	ListenPeerURL string
+	// Proxy sits in front of the peer listener in a proxied cluster; nil
+	// otherwise.
+	Proxy   *Proxy
+	LogPath string // stdout and stderr of every run of the process
 
 	t       testing.TB
+	index   int // 1-based member number, which fixes IP in a proxied cluster
 	args    []string
+	extra   []string // Options.Args
 	env     []string
 	timeout time.Duration
 	runs    int
@@ -65,45 +95,18 @@ func Start(t testing.TB, bin string, opts Options) *Node {
 // serves a linearizable read. Member names are opts.Name plus 1..size.
 func StartCluster(t testing.TB, bin string, size int, opts Options) []*Node {
 	t.Helper()
-	if opts.Name == "" {
-		opts.Name = "n"
-	}
-	if opts.ReadyTimeout == 0 {
-		opts.ReadyTimeout = 60 * time.Second
-	}
+	opts = opts.withDefaults()
 	nodes := make([]*Node, size)
-	var initial []string
 	for i := range nodes {
 		name := opts.Name
 		if size > 1 {
 			name = fmt.Sprintf("%s%d", opts.Name, i+1)
 		}
-		n := &Node{
-			Name:      name,
-			Bin:       bin,
-			DataDir:   filepath.Join(t.TempDir(), name+".data"),
-			ClientURL: "http://" + freeAddr(t),
-			PeerURL:   "http://" + freeAddr(t),
-			t:         t,
-			env:       opts.Env,
-			timeout:   opts.ReadyTimeout,
-		}
-		n.LogPath = filepath.Join(t.TempDir(), name+".log")
-		initial = append(initial, n.Name+"="+n.PeerURL)
-		nodes[i] = n
+		nodes[i] = newNode(t, bin, name, i+1, opts)
 	}
+	initial := InitialCluster(nodes)
 	for _, n := range nodes {
-		n.args = append([]string{
-			"--name", n.Name,
-			"--data-dir", n.DataDir,
-			"--listen-client-urls", n.ClientURL,
-			"--advertise-client-urls", n.ClientURL,
-			"--listen-peer-urls", n.PeerURL,
-			"--initial-advertise-peer-urls", n.PeerURL,
-			"--initial-cluster", strings.Join(initial, ","),
-			"--initial-cluster-state", "new",
-		}, opts.Args...)
-		t.Cleanup(n.cleanup)
+		n.args = n.flags(initial, "new")
 		n.spawn()
 	}
 	for _, n := range nodes {
@@ -112,14 +115,76 @@ func StartCluster(t testing.TB, bin string, size int, opts Options) []*Node {
 	return nodes
 }
 
-// freeAddr returns a 127.0.0.1 address with a port that was free a moment
-// ago. Another process can take it before the server binds it; the server
-// then exits and WaitReady reports its log.
-func freeAddr(t testing.TB) string {
+// newNode prepares member number index (1-based): its IP, ports, proxy, data
+// directory and log file, without starting it. The node is killed, and its
+// proxy closed, when the test ends.
+func newNode(t testing.TB, bin, name string, index int, opts Options) *Node {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	n := &Node{
+		Name:    name,
+		Bin:     bin,
+		DataDir: filepath.Join(t.TempDir(), name+".data"),
+		IP:      "127.0.0.1",
+		t:       t,
+		index:   index,
+		extra:   opts.Args,
+		env:     opts.Env,
+		timeout: opts.ReadyTimeout,
+	}
+	if opts.Proxied {
+		n.IP = memberIP(t, index)
+	}
+	n.ClientURL = "http://" + freeAddr(t, n.IP)
+	n.ListenPeerURL = "http://" + freeAddr(t, n.IP)
+	n.PeerURL = n.ListenPeerURL
+	if opts.Proxied {
+		p, err := NewProxy(net.JoinHostPort(n.IP, "0"), strings.TrimPrefix(n.ListenPeerURL, "http://"))
+		if err != nil {
+			t.Fatalf("harness: %s: %v", name, err)
+		}
+		t.Cleanup(func() { _ = p.Close() })
+		n.Proxy = p
+		n.PeerURL = "http://" + p.Addr()
+	}
+	n.LogPath = filepath.Join(t.TempDir(), name+".log")
+	t.Cleanup(n.cleanup) // runs before the proxy's Close: cleanups run last first
+	return n
+}
+
+// memberIP returns the loopback IP of member index in a proxied cluster.
+// Linux routes all of 127.0.0.0/8 to the loopback interface, so these
+// addresses need no setup.
+func memberIP(t testing.TB, index int) string {
+	t.Helper()
+	if index < 1 || index > 240 {
+		t.Fatalf("harness: member number %d out of range 1..240 for a proxied cluster", index)
+	}
+	return fmt.Sprintf("127.0.0.%d", 10+index)
+}
+
+// flags returns the command line of the node: the harness's flags, then
+// Options.Args.
+func (n *Node) flags(initialCluster, state string) []string {
+	return append([]string{
+		"--name", n.Name,
+		"--data-dir", n.DataDir,
+		"--listen-client-urls", n.ClientURL,
+		"--advertise-client-urls", n.ClientURL,
+		"--listen-peer-urls", n.ListenPeerURL,
+		"--initial-advertise-peer-urls", n.PeerURL,
+		"--initial-cluster", initialCluster,
+		"--initial-cluster-state", state,
+	}, n.extra...)
+}
+
+// freeAddr returns an address on ip with a port that was free a moment ago.
+// Another process can take it before the server binds it; the server then
+// exits and WaitReady reports its log.
+func freeAddr(t testing.TB, ip string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
-		t.Fatalf("harness: pick a port: %v", err)
+		t.Fatalf("harness: pick a port on %s: %v", ip, err)
 	}
 	defer l.Close()
 	return l.Addr().String()
@@ -237,6 +302,9 @@ func probe(ctx context.Context, cli *clientv3.Client, ep string) error {
 		return err
 	}
 	_, err := cli.Get(ctx, "harness-ready-probe")
+	if err != nil && rpctypes.ErrorDesc(err) == rpctypes.ErrorDesc(rpctypes.ErrGRPCNotSupportedForLearner) {
+		return nil // an etcd learner is up but refuses linearizable reads
+	}
 	return err
 }
 
