@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"strconv"
@@ -60,15 +61,7 @@ func (s *Server) members() ([]*pb.Member, error) {
 		}
 		out = append(out, m)
 	}
-	slices.SortFunc(out, func(a, b *pb.Member) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b *pb.Member) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
 }
 
@@ -180,18 +173,9 @@ func (s *Server) memberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*
 	return onLeader(s, ctx, "MemberRemove", r, func() (*pb.MemberRemoveResponse, error) {
 		s.memberMu.Lock()
 		defer s.memberMu.Unlock()
-		conf, _, err := s.node.Configuration()
+		conf, target, err := s.configMember(r.ID)
 		if err != nil {
-			return nil, toGRPC(err)
-		}
-		var target *raftlog.Member
-		for i := range conf {
-			if parseID(conf[i].ID) == r.ID {
-				target = &conf[i]
-			}
-		}
-		if target == nil {
-			return nil, rpctypes.ErrGRPCMemberNotFound
+			return nil, err
 		}
 		if target.Voter && !s.quorumAfterRemoval(conf, r.ID) {
 			return nil, rpctypes.ErrGRPCMemberNotEnoughStarted
@@ -215,6 +199,21 @@ func (s *Server) memberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*
 		}
 		return &pb.MemberRemoveResponse{Header: s.header(nil), Members: ms}, nil
 	}, func() *pb.MemberRemoveResponse { return &pb.MemberRemoveResponse{} })
+}
+
+// configMember returns the Raft configuration and member id's entry in
+// it, or etcd's "member not found".
+func (s *Server) configMember(id uint64) ([]raftlog.Member, *raftlog.Member, error) {
+	conf, _, err := s.node.Configuration()
+	if err != nil {
+		return nil, nil, toGRPC(err)
+	}
+	for i := range conf {
+		if parseID(conf[i].ID) == id {
+			return conf, &conf[i], nil
+		}
+	}
+	return nil, nil, rpctypes.ErrGRPCMemberNotFound
 }
 
 // quorumAfterRemoval is etcd's strict reconfiguration check: removing the
@@ -279,18 +278,9 @@ func (s *Server) memberPromote(ctx context.Context, r *pb.MemberPromoteRequest) 
 	return onLeader(s, ctx, "MemberPromote", r, func() (*pb.MemberPromoteResponse, error) {
 		s.memberMu.Lock()
 		defer s.memberMu.Unlock()
-		conf, _, err := s.node.Configuration()
+		_, target, err := s.configMember(r.ID)
 		if err != nil {
-			return nil, toGRPC(err)
-		}
-		var target *raftlog.Member
-		for i := range conf {
-			if parseID(conf[i].ID) == r.ID {
-				target = &conf[i]
-			}
-		}
-		if target == nil {
-			return nil, rpctypes.ErrGRPCMemberNotFound
+			return nil, err
 		}
 		if target.Voter {
 			return nil, rpctypes.ErrGRPCMemberNotLearner
