@@ -87,8 +87,8 @@ func (n *Node) leaveSolo() {
 		TrailingLogs:      5000,
 		SnapshotInterval:  10 * time.Second,
 		SnapshotThreshold: n.cfg.SnapshotCount,
-		HeartbeatTimeout:  n.cfg.ElectionTimeout,
-		ElectionTimeout:   n.cfg.ElectionTimeout,
+		HeartbeatTimeout:  n.cfg.ElectionTimeout / 2,
+		ElectionTimeout:   n.cfg.ElectionTimeout / 2,
 	})
 	if err != nil {
 		n.log.Warn("cannot restore election timeouts after the cluster grew; restart this member", "err", err)

@@ -108,6 +108,7 @@ type Node struct {
 	// entry of its own term; only then is its commit index a valid read index.
 	readyTerm atomic.Uint64
 	reads     readCoalescer
+	nudging   atomic.Bool // a Nudge barrier is in flight
 
 	stateIdxMu  sync.Mutex // caches lastStateIndex's last answer
 	stateIdxFor uint64
@@ -175,12 +176,16 @@ func (n *Node) start() error {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.ID)
 	rc.Logger = hl
-	rc.HeartbeatTimeout = n.cfg.ElectionTimeout
-	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	// hashicorp/raft waits a random time between one and two of these
+	// timeouts before campaigning: half of etcd's election timeout keeps
+	// the wait within it. The leader heartbeats every tenth of it.
+	rc.HeartbeatTimeout = n.cfg.ElectionTimeout / 2
+	rc.ElectionTimeout = n.cfg.ElectionTimeout / 2
 	rc.LeaderLeaseTimeout = n.cfg.ElectionTimeout / 2
 	// Followers learn a new commit index from the next AppendEntries; when
-	// writes pause, this is how soon the leader sends one.
-	rc.CommitTimeout = min(n.cfg.HeartbeatInterval/2, 5*time.Millisecond)
+	// writes pause, this is how soon the leader sends one (a write through
+	// a follower waits for it: the follower answers once it applied).
+	rc.CommitTimeout = min(n.cfg.HeartbeatInterval/2, time.Millisecond)
 	rc.MaxAppendEntries = 512
 	rc.BatchApplyCh = true
 	rc.SnapshotThreshold = n.cfg.SnapshotCount
@@ -550,4 +555,19 @@ func (n *Node) Close() error {
 func (n *Node) LeaderAddr() string {
 	addr, _ := n.raft.LeaderWithID()
 	return string(addr)
+}
+
+// Nudge makes the leader send its commit index to the followers now rather
+// than when the next write or the commit timeout comes: it appends a Raft
+// barrier entry without waiting for it. A follower that forwarded a write
+// answers only once it has applied it, and it can apply it only once it
+// learns that it committed.
+func (n *Node) Nudge() {
+	if n.nudging.CompareAndSwap(false, true) {
+		f := n.raft.Barrier(n.cfg.ApplyTimeout)
+		go func() {
+			f.Error()
+			n.nudging.Store(false)
+		}()
+	}
 }
