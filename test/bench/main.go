@@ -11,6 +11,11 @@
 //
 //	go run ./test/bench [-rounds 3] [-scale 1] [-only put-1,watch] [-out file.md]
 //
+// With -cluster 3 it compares a three-member etcd cluster with a
+// three-member Ballast cluster instead (see cluster.go):
+//
+//	go run ./test/bench -cluster 3 [-rounds 3] [-scale 1] [-only put-1000,leader-kill] [-out file.md]
+//
 // Environment: ETCD_BIN (default <repo>/bin/etcd, see test/etcdref/build.sh),
 // BALLAST_BIN (default: go build ./cmd/ballast), BENCH_BIN (the binary run
 // as `BENCH_BIN bench ...`; default BALLAST_BIN), ETCD_ARGS and BALLAST_ARGS
@@ -124,6 +129,8 @@ var workloads = []workload{
 }
 
 type config struct {
+	cluster  int           // members per cluster; 0: single-node mode
+	killLoad time.Duration // -cluster: length of the put load of leader-kill
 	rounds   int
 	scale    float64
 	loadKeys int
@@ -149,7 +156,9 @@ func run() (err error) {
 	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds per workload and for the resource measurements; medians are reported")
 	flag.Float64Var(&cfg.scale, "scale", 1, "multiplies every workload's total (e.g. 0.05 for a smoke test)")
 	flag.IntVar(&cfg.loadKeys, "load-keys", 100000, "keys loaded before measuring RSS, disk and restart time")
-	flag.StringVar(&only, "only", "", "comma-separated subset of workloads ("+workloadIDs()+", resources)")
+	flag.StringVar(&only, "only", "", "comma-separated subset of workloads ("+workloadIDs()+", resources;\nwith -cluster: "+strings.Join(clusterIDs(), ", ")+")")
+	flag.IntVar(&cfg.cluster, "cluster", 0, "cluster mode: compare an etcd cluster of `N` members (at least 3) with a Ballast cluster of N,\nall on 127.0.0.1, instead of single nodes; 'ballast bench' gets every member's client endpoint,\nand the leader-kill workload kill -9s the leader under a put load (0: single-node mode)")
+	flag.DurationVar(&cfg.killLoad, "kill-load", 10*time.Second, "with -cluster: length of the put load of leader-kill; the leader is killed after a third of it")
 	flag.StringVar(&cfg.workdir, "workdir", "", "directory for data dirs and logs, kept afterwards (default: a temporary one, removed)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary work directory")
 	flag.StringVar(&cfg.out, "out", "", "write the markdown here instead of stdout")
@@ -157,10 +166,23 @@ func run() (err error) {
 	if cfg.rounds < 1 || cfg.scale <= 0 || cfg.loadKeys < 1 {
 		return errors.New("-rounds, -scale and -load-keys must be positive")
 	}
+	if cfg.cluster != 0 && cfg.cluster < 3 {
+		return errors.New("-cluster needs at least 3 members (a leader kill must leave a quorum)")
+	}
+	if cfg.killLoad < time.Second {
+		return errors.New("-kill-load must be at least 1s")
+	}
 	if only != "" {
 		cfg.only = map[string]bool{}
 		for _, id := range strings.Split(only, ",") {
 			cfg.only[strings.TrimSpace(id)] = true
+		}
+		if cfg.cluster > 0 {
+			for id := range cfg.only {
+				if !slices.Contains(clusterIDs(), id) {
+					return fmt.Errorf("-only: no cluster workload %q (there are %s)", id, strings.Join(clusterIDs(), ", "))
+				}
+			}
 		}
 	}
 
@@ -207,12 +229,18 @@ func run() (err error) {
 	}
 
 	tab := &table{}
-	if err := runWorkloads(ctx, &cfg, tab); err != nil {
-		return err
-	}
-	if cfg.only == nil || cfg.only["resources"] {
-		if err := runResources(ctx, &cfg, tab); err != nil {
+	if cfg.cluster > 0 {
+		if err := runCluster(ctx, &cfg, tab); err != nil {
 			return err
+		}
+	} else {
+		if err := runWorkloads(ctx, &cfg, tab); err != nil {
+			return err
+		}
+		if cfg.only == nil || cfg.only["resources"] {
+			if err := runResources(ctx, &cfg, tab); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -286,17 +314,53 @@ func runWorkloads(ctx context.Context, cfg *config, tab *table) error {
 	if err != nil {
 		return err
 	}
+	var targets []target
+	for _, s := range ss {
+		targets = append(targets, target{name: s.name, members: []*server{s}})
+	}
+	return runSelected(ctx, cfg, tab, selected, targets)
+}
+
+// target is what a workload runs against: a single node, or every member
+// of a cluster, whose client endpoints `ballast bench` then all gets.
+type target struct {
+	name    string // "etcd" or "ballast"
+	members []*server
+}
+
+func (t target) endpoints() string {
+	eps := make([]string, len(t.members))
+	for i, s := range t.members {
+		eps[i] = s.client
+	}
+	return strings.Join(eps, ",")
+}
+
+// runSelected runs each workload cfg.rounds times on each target in turn
+// (etcd, ballast, etcd, ...) and adds the medians to tab. For a cluster it
+// also logs the CPU time each member used during each run, which shows
+// whether the load reached every member.
+func runSelected(ctx context.Context, cfg *config, tab *table, selected []workload, targets []target) error {
 	for _, w := range selected {
 		runs := map[string][]*result{}
 		for round := 1; round <= cfg.rounds; round++ {
-			for _, s := range ss {
-				r, err := runBench(ctx, cfg, s, w.args(cfg.scale))
-				if err != nil {
-					return fmt.Errorf("%s on %s, round %d: %w", w.id, s.name, round, err)
+			for _, t := range targets {
+				cluster := len(t.members) > 1
+				var cpu0 []float64
+				if cluster {
+					cpu0 = memberCPU(t.members)
 				}
-				logf("round %d %-7s %-8s %12.1f ops/s  p50 %8.3f ms  p99 %8.3f ms  errors %d",
-					round, s.name, w.id, r.OpsPerSec, r.P50Ms, r.P99Ms, r.Errors)
-				runs[s.name] = append(runs[s.name], r)
+				r, err := runBenchAt(ctx, cfg, t.endpoints(), w.args(cfg.scale))
+				if err != nil {
+					return fmt.Errorf("%s on %s, round %d: %w", w.id, t.name, round, err)
+				}
+				spread := ""
+				if cluster {
+					spread = "  member CPU s " + cpuDelta(cpu0, memberCPU(t.members))
+				}
+				logf("round %d %-7s %-8s %12.1f ops/s  p50 %8.3f ms  p99 %8.3f ms  errors %d%s",
+					round, t.name, w.id, r.OpsPerSec, r.P50Ms, r.P99Ms, r.Errors, spread)
+				runs[t.name] = append(runs[t.name], r)
 			}
 		}
 		for _, rw := range w.rows {
@@ -317,9 +381,15 @@ func runWorkloads(ctx context.Context, cfg *config, tab *table) error {
 
 // runBench runs `BENCH_BIN bench -w json` against s and decodes the result.
 func runBench(ctx context.Context, cfg *config, s *server, args []string) (*result, error) {
+	return runBenchAt(ctx, cfg, s.client, args)
+}
+
+// runBenchAt runs `BENCH_BIN bench -w json` with the given comma-separated
+// endpoints and decodes the result.
+func runBenchAt(ctx context.Context, cfg *config, endpoints string, args []string) (*result, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	full := append([]string{"bench", "-w", "json", "--endpoints", s.client}, args...)
+	full := append([]string{"bench", "-w", "json", "--endpoints", endpoints}, args...)
 	cmd := exec.CommandContext(ctx, cfg.benchBin, full...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -437,8 +507,12 @@ func (t *table) add(group, metric string, etcd, ballast float64) {
 }
 
 func writeMarkdown(w io.Writer, cfg *config, t *table) {
-	fmt.Fprintf(w, "Single node, %s, %d CPUs, %s/%s. etcd: %s. Medians of %d rounds, run alternately (etcd, ballast, ...); workload totals scaled by %g.\n\n",
-		cpuModel(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, etcdVersion(cfg.etcdBin), cfg.rounds, cfg.scale)
+	if cfg.cluster > 0 {
+		writeClusterIntro(w, cfg)
+	} else {
+		fmt.Fprintf(w, "Single node, %s, %d CPUs, %s/%s. etcd: %s. Medians of %d rounds, run alternately (etcd, ballast, ...); workload totals scaled by %g.\n\n",
+			cpuModel(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, etcdVersion(cfg.etcdBin), cfg.rounds, cfg.scale)
+	}
 	fmt.Fprintf(w, "Ratio is ballast ÷ etcd: above 1 is better for rates (/s), below 1 is better for latency, memory, disk and time.\n\n")
 	fmt.Fprintf(w, "| Workload | Metric | etcd | Ballast | Ratio |\n|---|---|---:|---:|---:|\n")
 	prev := ""

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,16 +20,23 @@ import (
 	"go.uber.org/zap"
 )
 
-// server is one single-node etcd or Ballast process on 127.0.0.1 ports,
-// started with etcd's flag names (Ballast accepts the same ones).
+// server is one etcd or Ballast process on 127.0.0.1 ports, started with
+// etcd's flag names (Ballast accepts the same ones): a single-node cluster,
+// or a member of a -cluster one when member is set.
 type server struct {
-	name     string // "etcd" or "ballast"
+	name     string // "etcd" or "ballast"; a member's name in a cluster
 	bin      string
 	extra    []string // from ETCD_ARGS / BALLAST_ARGS
 	dataDir  string
 	logPath  string
 	client   string // host:port
 	peerPort int
+
+	// Cluster members only (empty for a single node, which is started as
+	// "bench" with itself as --initial-cluster, as it always was).
+	member         string // --name
+	initialCluster string // --initial-cluster
+	clusterToken   string // --initial-cluster-token
 
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has been waited for
@@ -64,20 +72,29 @@ func newServer(name, bin string, extra []string, dir string) (*server, error) {
 	}, nil
 }
 
+func (s *server) peerURL() string { return fmt.Sprintf("http://127.0.0.1:%d", s.peerPort) }
+
 // start launches the process without waiting for it to serve.
 func (s *server) start() error {
 	if s.cmd != nil {
 		return fmt.Errorf("%s already running", s.name)
 	}
-	peer := fmt.Sprintf("http://127.0.0.1:%d", s.peerPort)
+	peer := s.peerURL()
+	member, initial := "bench", "bench="+peer
+	if s.member != "" {
+		member, initial = s.member, s.initialCluster
+	}
 	args := []string{
-		"--name", "bench",
+		"--name", member,
 		"--data-dir", s.dataDir,
 		"--listen-client-urls", "http://" + s.client,
 		"--advertise-client-urls", "http://" + s.client,
 		"--listen-peer-urls", peer,
 		"--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "bench=" + peer,
+		"--initial-cluster", initial,
+	}
+	if s.member != "" {
+		args = append(args, "--initial-cluster-state", "new", "--initial-cluster-token", s.clusterToken)
 	}
 	args = append(args, s.extra...)
 	f, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -161,6 +178,50 @@ func (s *server) stop() error {
 		<-s.exited
 		return fmt.Errorf("%s ignored SIGTERM for 30s; killed", s.name)
 	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone; stop is then a
+// no-op apart from closing the log.
+func (s *server) kill() error {
+	if s.cmd == nil {
+		return errors.New("not running")
+	}
+	if err := s.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	<-s.exited
+	return nil
+}
+
+// clockTick is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100
+// on every Linux architecture Go supports.
+const clockTick = 100
+
+// cpuSeconds is the user plus system CPU time the process has used so far.
+func (s *server) cpuSeconds() (float64, error) {
+	if s.cmd == nil {
+		return 0, errors.New("not running")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, in parentheses, may contain spaces: fields are
+	// counted after its closing parenthesis, which is field 2.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", s.cmd.Process.Pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", s.cmd.Process.Pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
+	stime, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return float64(utime+stime) / clockTick, nil
 }
 
 // memKB reads VmRSS and VmHWM (peak RSS) of the running process.
