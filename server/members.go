@@ -390,6 +390,27 @@ func (s *Server) membershipLoop() {
 	}
 }
 
+// awaitPublished retries publish until it succeeds; false if the server
+// stops first.
+func (s *Server) awaitPublished(ctx context.Context) bool {
+	for {
+		err := s.publish()
+		if err == nil {
+			return true
+		}
+		s.log.Debug("publishing member attributes", "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-s.stopCh:
+			return false
+		case <-s.leaveCh:
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // publish records this member's name and URLs in the member table.
 func (s *Server) publish() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*s.cfg.ElectionTimeout)

@@ -241,15 +241,20 @@ func (s *Server) listen() error {
 
 // Run serves until ctx is cancelled or Close is called.
 func (s *Server) Run(ctx context.Context) error {
-	for _, m := range s.muxes {
-		go s.grpc.Serve(m.grpc)
-		go s.http.Serve(m.http)
-		go m.serve()
-	}
 	s.wg.Add(3)
 	go s.leaseLoop()
 	go s.autoCompactLoop()
 	go s.membershipLoop()
+	// As etcd does, serve clients only once this member's name and client
+	// URLs are in the member table, so that every member a client can
+	// reach is listed with them (clientv3's Sync, etcdctl --cluster).
+	if s.awaitPublished(ctx) {
+		for _, m := range s.muxes {
+			go s.grpc.Serve(m.grpc)
+			go s.http.Serve(m.http)
+			go m.serve()
+		}
+	}
 	s.log.Info("serving", "name", s.cfg.Name, "member-id", fmt.Sprintf("%x", s.id), "client-urls", s.cfg.ListenClientURLs, "peer-urls", s.cfg.ListenPeerURLs, "data-dir", s.cfg.DataDir)
 	select {
 	case <-ctx.Done():

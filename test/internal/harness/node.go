@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -180,14 +182,24 @@ func (n *Node) flags(initialCluster, state string) []string {
 // freeAddr returns an address on ip with a port that was free a moment ago.
 // Another process can take it before the server binds it; the server then
 // exits and WaitReady reports its log.
+//
+// Ports come from below Linux's ephemeral range (32768-60999): a port from
+// that range can be taken by any outgoing connection while its member is
+// down, and a dialer retrying a dead 127.0.0.1 port can even connect a
+// socket to itself on it.
 func freeAddr(t testing.TB, ip string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatalf("harness: pick a port on %s: %v", ip, err)
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		defer l.Close()
+		return l.Addr().String()
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatalf("harness: no free port on %s below the ephemeral range", ip)
+	return ""
 }
 
 func (n *Node) spawn() {
