@@ -54,7 +54,7 @@ func (n *Node) UpdateAddress(ctx context.Context, id, addr string, voter bool) e
 	if voter {
 		return n.wait(ctx, n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.cfg.ApplyTimeout))
 	}
-	return n.wait(ctx, n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.cfg.ApplyTimeout))
+	return n.AddNonvoter(ctx, id, addr)
 }
 
 // TransferLeadership hands leadership to the voter id and waits until it

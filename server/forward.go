@@ -205,37 +205,21 @@ func (s *Server) remoteReadIndex(ctx context.Context) (uint64, error) {
 // renew refreshes a lease on the leader, through it when this member
 // follows; an unknown lease is mvcc.ErrLeaseNotFound either way.
 func (s *Server) renew(ctx context.Context, id int64) (int64, error) {
-	for attempt := 0; ; attempt++ {
-		addr, self, err := s.leader(ctx)
-		if err != nil {
-			return 0, err
+	resp, err := onLeader(s, ctx, "LeaseKeepAlive", &pb.LeaseKeepAliveRequest{ID: id}, func() (*pb.LeaseKeepAliveResponse, error) {
+		ttl, clearCP, err := s.kv.LeaseRenew(id)
+		if err == nil && clearCP {
+			// The lease restarts its full TTL: drop the old checkpoint so a
+			// new leader does not resume from it.
+			_, err = s.propose(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{
+				Checkpoints: []*pb.LeaseCheckpoint{{ID: id, Remaining_TTL: 0}},
+			}})
 		}
-		if self {
-			ttl, clearCP, err := s.kv.LeaseRenew(id)
-			if err == nil && clearCP {
-				// The lease restarts its full TTL: drop the old checkpoint so a
-				// new leader does not resume from it.
-				_, err = s.propose(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{
-					Checkpoints: []*pb.LeaseCheckpoint{{ID: id, Remaining_TTL: 0}},
-				}})
-			}
-			return ttl, err
-		}
-		var out pb.LeaseKeepAliveResponse
-		err = s.callPeer(ctx, addr, "LeaseKeepAlive", &pb.LeaseKeepAliveRequest{ID: id}, &out)
-		switch {
-		case err == nil:
-			return out.TTL, nil
-		case errors.Is(rpctypes.Error(err), rpctypes.ErrLeaseNotFound):
-			return 0, mvcc.ErrLeaseNotFound
-		case errPeerNotLeader(err) && attempt < maxLeaderRetries:
-			if err := s.backoff(ctx, attempt); err != nil {
-				return 0, err
-			}
-		default:
-			return 0, fromPeer(err)
-		}
+		return &pb.LeaseKeepAliveResponse{ID: id, TTL: ttl}, err
+	}, func() *pb.LeaseKeepAliveResponse { return &pb.LeaseKeepAliveResponse{} })
+	if errors.Is(rpctypes.Error(err), rpctypes.ErrLeaseNotFound) {
+		return 0, mvcc.ErrLeaseNotFound
 	}
+	return resp.TTL, err
 }
 
 // onLeader runs call on the leader: here, or through the peer service.

@@ -53,16 +53,18 @@ func (c *clients) of(n *harness.Node) *clientv3.Client {
 }
 
 // waitUntil calls f every 100ms, each time with a 3s context, until it
-// returns nil; after timeout it fails the test with f's last error.
-func waitUntil(t *testing.T, timeout time.Duration, what string, f func(ctx context.Context) error) {
+// returns nil, and returns how long that took; after timeout it fails the
+// test with f's last error.
+func waitUntil(t *testing.T, timeout time.Duration, what string, f func(ctx context.Context) error) time.Duration {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	deadline := start.Add(timeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		err := f(ctx)
 		cancel()
 		if err == nil {
-			return
+			return time.Since(start)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within %v; last error: %v", what, timeout, err)

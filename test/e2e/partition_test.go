@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +36,7 @@ type partCluster struct {
 	t     *testing.T
 	nodes []*harness.Node
 	mu    sync.Mutex
-	clis  map[*harness.Node]*clientv3.Client
+	cl    *clients
 	raws  map[*harness.Node]pb.KVClient
 	ids   map[*harness.Node]uint64
 }
@@ -43,7 +44,7 @@ type partCluster struct {
 func startPartCluster(t *testing.T) *partCluster {
 	t.Helper()
 	nodes := harness.StartCluster(t, harness.BallastBin(t), 3, harness.Options{Proxied: true})
-	pc := &partCluster{t: t, nodes: nodes, clis: map[*harness.Node]*clientv3.Client{},
+	pc := &partCluster{t: t, nodes: nodes, cl: newClients(t),
 		raws: map[*harness.Node]pb.KVClient{}, ids: map[*harness.Node]uint64{}}
 	for _, n := range nodes {
 		pc.cli(n)
@@ -52,15 +53,17 @@ func startPartCluster(t *testing.T) *partCluster {
 	return pc
 }
 
-func (pc *partCluster) cli(n *harness.Node) *clientv3.Client {
+func (pc *partCluster) cli(n *harness.Node) *clientv3.Client { return pc.cl.of(n) }
+
+// leader waits until every node of live names the same leader in the same
+// term and returns it, recording every node's member ID in pc.ids.
+func (pc *partCluster) leader(live []*harness.Node) *harness.Node {
+	pc.t.Helper()
+	leader, ids := clusterLeader(pc.t, pc.cl, live)
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-	if c, ok := pc.clis[n]; ok {
-		return c
-	}
-	c := n.Client(pc.t)
-	pc.clis[n] = c
-	return c
+	maps.Copy(pc.ids, ids)
+	return leader
 }
 
 // raw returns a KV client of n without clientv3's retries.
@@ -79,82 +82,6 @@ func (pc *partCluster) raw(n *harness.Node) pb.KVClient {
 	c := pb.NewKVClient(conn)
 	pc.raws[n] = c
 	return c
-}
-
-// partEventually calls f every 100ms, each time with a 3s context, until it
-// returns nil; after timeout it fails the test with f's last error. It
-// returns how long it took.
-func partEventually(t *testing.T, timeout time.Duration, what string, f func(ctx context.Context) error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	deadline := start.Add(timeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		err := f(ctx)
-		cancel()
-		if err == nil {
-			return time.Since(start)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v; last error: %v", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func partWithout(nodes []*harness.Node, drop *harness.Node) []*harness.Node {
-	var out []*harness.Node
-	for _, n := range nodes {
-		if n != drop {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
-func partNames(nodes []*harness.Node) string {
-	var s []string
-	for _, n := range nodes {
-		s = append(s, n.Name)
-	}
-	return strings.Join(s, ",")
-}
-
-// leader waits until every node of live names the same leader in the same
-// term and that leader is one of them, and returns it. It records every
-// node's member ID in pc.ids.
-func (pc *partCluster) leader(live []*harness.Node, timeout time.Duration) *harness.Node {
-	pc.t.Helper()
-	var leader *harness.Node
-	partEventually(pc.t, timeout, "one leader among "+partNames(live), func(ctx context.Context) error {
-		leader = nil
-		var leaderID, term uint64
-		for i, n := range live {
-			st, err := pc.cli(n).Status(ctx, n.ClientURL)
-			if err != nil {
-				return fmt.Errorf("%s: %v", n.Name, err)
-			}
-			pc.mu.Lock()
-			pc.ids[n] = st.Header.MemberId
-			pc.mu.Unlock()
-			if st.Leader == 0 {
-				return fmt.Errorf("%s knows no leader", n.Name)
-			}
-			if i > 0 && (st.Leader != leaderID || st.RaftTerm != term) {
-				return fmt.Errorf("%s says leader %x in term %d, %s said %x in term %d",
-					n.Name, st.Leader, st.RaftTerm, live[0].Name, leaderID, term)
-			}
-			leaderID, term = st.Leader, st.RaftTerm
-			if st.Leader == st.Header.MemberId {
-				leader = n
-			}
-		}
-		if leader == nil {
-			return fmt.Errorf("the leader %x is none of %s", leaderID, partNames(live))
-		}
-		return nil
-	})
-	return leader
 }
 
 // partGet is a single Range of key on kv; serializable or not.
@@ -204,7 +131,7 @@ func (pc *partCluster) requireAcks(nodes []*harness.Node, prefix string, all []p
 	failed := false
 	for _, n := range nodes {
 		var resp *clientv3.GetResponse
-		partEventually(pc.t, 15*time.Second, "linearizable read of "+prefix+" on "+n.Name, func(ctx context.Context) error {
+		waitUntil(pc.t, 15*time.Second, "linearizable read of "+prefix+" on "+n.Name, func(ctx context.Context) error {
 			var err error
 			resp, err = pc.cli(n).Get(ctx, prefix, clientv3.WithPrefix())
 			return err
@@ -227,48 +154,8 @@ func (pc *partCluster) requireAcks(nodes []*harness.Node, prefix string, all []p
 		}
 	}
 	if !failed {
-		pc.t.Logf("the last acknowledged put of each of %d keys under %s read back linearizably on %s", len(acks), prefix, partNames(nodes))
+		pc.t.Logf("the last acknowledged put of each of %d keys under %s read back linearizably on %s", len(acks), prefix, names(nodes))
 	}
-}
-
-// requireSameHash checks that every node holds the same history: one write
-// through nodes[0], a wait until every node has applied its revision, then
-// HashKV at that revision compared across nodes.
-func (pc *partCluster) requireSameHash(nodes []*harness.Node) {
-	pc.t.Helper()
-	ack := pc.put(nodes[0], "partition/hashkv-check", time.Now().Format(time.RFC3339Nano))
-	type result struct {
-		hash          uint32
-		compact, hrev int64
-	}
-	var first result
-	for i, n := range nodes {
-		partEventually(pc.t, 20*time.Second, fmt.Sprintf("%s applies revision %d", n.Name, ack.rev), func(ctx context.Context) error {
-			r, err := pc.cli(n).Get(ctx, ack.key, clientv3.WithSerializable())
-			if err != nil {
-				return err
-			}
-			if r.Header.Revision < ack.rev {
-				return fmt.Errorf("at revision %d", r.Header.Revision)
-			}
-			return nil
-		})
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		h, err := pc.cli(n).HashKV(ctx, n.ClientURL, ack.rev)
-		cancel()
-		if err != nil {
-			pc.t.Fatalf("HashKV(%d) on %s: %v", ack.rev, n.Name, err)
-		}
-		got := result{h.Hash, h.CompactRevision, h.HashRevision}
-		if i == 0 {
-			first = got
-			continue
-		}
-		if got != first {
-			pc.t.Errorf("HashKV at revision %d: %s has %+v, %s has %+v", ack.rev, n.Name, got, nodes[0].Name, first)
-		}
-	}
-	pc.t.Logf("HashKV at revision %d: %08x on %s", ack.rev, first.hash, partNames(nodes))
 }
 
 // majorityLoad alternates, on the given members, a put through one and a
@@ -340,9 +227,9 @@ func (l *majorityLoad) stop() ([]partAck, int, []string) {
 func TestPartitionMinority(t *testing.T) {
 	pc := startPartCluster(t)
 	nodes := pc.nodes
-	leader := pc.leader(nodes, 20*time.Second)
-	minority := partWithout(nodes, leader)[0]
-	majority := partWithout(nodes, minority)
+	leader := pc.leader(nodes)
+	minority := without(nodes, leader)[0]
+	majority := without(nodes, minority)
 	const prefix, key = "minority/", "minority/k"
 
 	var acks []partAck
@@ -350,7 +237,7 @@ func TestPartitionMinority(t *testing.T) {
 		acks = append(acks, pc.put(leader, fmt.Sprintf("%sseed/%02d", prefix, i), fmt.Sprint("seed ", i)))
 	}
 	acks = append(acks, pc.put(leader, key, "old"))
-	partEventually(t, 10*time.Second, minority.Name+" applies "+key+"=old", func(ctx context.Context) error {
+	waitUntil(t, 10*time.Second, minority.Name+" applies "+key+"=old", func(ctx context.Context) error {
 		v, _, err := partGet(ctx, pc.raw(minority), key, true)
 		if err == nil && v != "old" {
 			err = fmt.Errorf("%s=%q", key, v)
@@ -360,7 +247,7 @@ func TestPartitionMinority(t *testing.T) {
 
 	harness.Isolate(minority, nodes)
 	isolated := time.Now()
-	t.Logf("isolated the follower %s; majority %s (leader %s)", minority.Name, partNames(majority), leader.Name)
+	t.Logf("isolated the follower %s; majority %s (leader %s)", minority.Name, names(majority), leader.Name)
 	acks = append(acks, pc.put(majority[0], key, "new"))
 	t.Logf("overwrote %s=new through %s %v after isolating", key, majority[0].Name, time.Since(isolated).Round(time.Millisecond))
 
@@ -441,7 +328,7 @@ func TestPartitionMinority(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // a little more majority traffic
 	lacks, reads, lerrs := load.stop()
 	acks = append(acks, lacks...)
-	t.Logf("majority %s during the partition: %d puts and %d linearizable reads of them, %d errors", partNames(majority), len(lacks), reads, len(lerrs))
+	t.Logf("majority %s during the partition: %d puts and %d linearizable reads of them, %d errors", names(majority), len(lacks), reads, len(lerrs))
 	for i, e := range lerrs {
 		if i < 5 {
 			t.Errorf("majority side: %s", e)
@@ -461,7 +348,7 @@ func TestPartitionMinority(t *testing.T) {
 
 	harness.HealAll(nodes)
 	healed := time.Now()
-	took := partEventually(t, 20*time.Second, minority.Name+" reads "+key+"=new linearizably after healing", func(ctx context.Context) error {
+	took := waitUntil(t, 20*time.Second, minority.Name+" reads "+key+"=new linearizably after healing", func(ctx context.Context) error {
 		v, found, err := partGet(ctx, pc.raw(minority), key, false)
 		switch {
 		case err != nil:
@@ -476,9 +363,9 @@ func TestPartitionMinority(t *testing.T) {
 		return nil
 	})
 	t.Logf("%s caught up %v after healing (isolated for %v)", minority.Name, took.Round(time.Millisecond), healed.Sub(isolated).Round(time.Millisecond))
-	pc.leader(nodes, 20*time.Second)
+	pc.leader(nodes)
 	pc.requireAcks(nodes, prefix, acks)
-	pc.requireSameHash(nodes)
+	requireSameHashKV(t, nodes)
 }
 
 // partRead is one linearizable read of the old leader.
@@ -497,13 +384,13 @@ type partRead struct {
 func TestPartitionOldLeader(t *testing.T) {
 	pc := startPartCluster(t)
 	nodes := pc.nodes
-	old := pc.leader(nodes, 20*time.Second)
+	old := pc.leader(nodes)
 	oldID := pc.ids[old]
-	majority := partWithout(nodes, old)
+	majority := without(nodes, old)
 	const key = "oldleader/k"
 	pc.put(old, key, "old")
 	for _, n := range nodes {
-		partEventually(t, 10*time.Second, n.Name+" reads "+key+"=old", func(ctx context.Context) error {
+		waitUntil(t, 10*time.Second, n.Name+" reads "+key+"=old", func(ctx context.Context) error {
 			v, _, err := partGet(ctx, pc.raw(n), key, false)
 			if err == nil && v != "old" {
 				err = fmt.Errorf("%s=%q", key, v)
@@ -572,7 +459,7 @@ func TestPartitionOldLeader(t *testing.T) {
 		putc <- putResult{resp, err, time.Since(start)}
 	}()
 
-	newLeader := pc.leader(majority, 20*time.Second)
+	newLeader := pc.leader(majority)
 	elected := time.Now()
 	over := pc.put(newLeader, key, "new")
 	acked := time.Now()
@@ -664,7 +551,7 @@ func TestPartitionOldLeader(t *testing.T) {
 
 	harness.HealAll(nodes)
 	healed := time.Now()
-	took := partEventually(t, 20*time.Second, old.Name+" reads "+key+"=new linearizably after healing", func(ctx context.Context) error {
+	took := waitUntil(t, 20*time.Second, old.Name+" reads "+key+"=new linearizably after healing", func(ctx context.Context) error {
 		v, found, err := partGet(ctx, pc.raw(old), key, false)
 		switch {
 		case err != nil:
@@ -678,7 +565,7 @@ func TestPartitionOldLeader(t *testing.T) {
 		}
 		return nil
 	})
-	leader := pc.leader(nodes, 20*time.Second)
+	leader := pc.leader(nodes)
 	t.Logf("after healing: %s reads the new value after %v; the leader is %s", old.Name, took.Round(time.Millisecond), leader.Name)
 	if leader == old {
 		t.Logf("note: %s leads again (possible only after it caught up)", old.Name)
@@ -693,7 +580,7 @@ func TestPartitionOldLeader(t *testing.T) {
 		t.Logf("the failed put on the old leader after healing: %s=%q found=%v (err %v)", putKey, v, found, err)
 	}
 	pc.requireAcks(nodes, "oldleader/", acks)
-	pc.requireSameHash(nodes)
+	requireSameHashKV(t, nodes)
 }
 
 // TestPartitionOneWay cuts the link from the leader to one follower only
@@ -704,13 +591,13 @@ func TestPartitionOldLeader(t *testing.T) {
 func TestPartitionOneWay(t *testing.T) {
 	pc := startPartCluster(t)
 	nodes := pc.nodes
-	leader := pc.leader(nodes, 20*time.Second)
-	followers := partWithout(nodes, leader)
+	leader := pc.leader(nodes)
+	followers := without(nodes, leader)
 	cut, other := followers[0], followers[1]
 	serving := []*harness.Node{leader, other}
 	const prefix, key = "oneway/", "oneway/k"
 	acks := []partAck{pc.put(leader, key, "v0")}
-	partEventually(t, 10*time.Second, cut.Name+" reads "+key+"=v0", func(ctx context.Context) error {
+	waitUntil(t, 10*time.Second, cut.Name+" reads "+key+"=v0", func(ctx context.Context) error {
 		v, _, err := partGet(ctx, pc.raw(cut), key, false)
 		if err == nil && v != "v0" {
 			err = fmt.Errorf("%s=%q", key, v)
@@ -834,7 +721,7 @@ func TestPartitionOneWay(t *testing.T) {
 	harness.HealAll(nodes)
 	healed := time.Now()
 	latest := acks[0]
-	took := partEventually(t, 20*time.Second, cut.Name+" reads the latest value after healing", func(ctx context.Context) error {
+	took := waitUntil(t, 20*time.Second, cut.Name+" reads the latest value after healing", func(ctx context.Context) error {
 		v, _, err := partGet(ctx, pc.raw(cut), key, false)
 		switch {
 		case err != nil:
@@ -847,7 +734,7 @@ func TestPartitionOneWay(t *testing.T) {
 		return nil
 	})
 	t.Logf("%s read the latest value %v after healing", cut.Name, took.Round(time.Millisecond))
-	pc.leader(nodes, 20*time.Second)
+	pc.leader(nodes)
 	pc.requireAcks(nodes, prefix, append(acks, viaCut...))
 	for _, k := range viaKeys {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -855,5 +742,5 @@ func TestPartitionOneWay(t *testing.T) {
 		cancel()
 		t.Logf("after healing: put through the cut follower %s: %s=%q found=%v (err %v)", cut.Name, k, v, found, err)
 	}
-	pc.requireSameHash(nodes)
+	requireSameHashKV(t, nodes)
 }
