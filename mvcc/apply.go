@@ -95,7 +95,7 @@ func (w *writer) checkPut(p *pb.PutRequest) error {
 		return ErrLeaseNotFound
 	}
 	if p.IgnoreValue || p.IgnoreLease {
-		if _, ok, err := getMeta(w.r, p.Key); err != nil {
+		if _, ok, err := w.meta(p.Key); err != nil {
 			return err
 		} else if !ok {
 			return ErrKeyNotFound
@@ -105,7 +105,7 @@ func (w *writer) checkPut(p *pb.PutRequest) error {
 }
 
 func (w *writer) put(p *pb.PutRequest) (*pb.PutResponse, error) {
-	old, exists, err := getMeta(w.r, p.Key)
+	old, exists, err := w.meta(p.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +140,7 @@ func (w *writer) put(p *pb.PutRequest) (*pb.PutResponse, error) {
 		w.b.Set(attachedKey(lease, p.Key), nil, nil)
 	}
 	w.b.Set(latestKey(p.Key), m.encode(), nil)
+	w.s.metas.set(p.Key, m, true)
 	w.b.Set(versionKey(p.Key, rev), []byte{versionPut}, nil)
 	rec := record{Kind: kindPut, Key: p.Key, Create: m.Create, Version: m.Version, Lease: lease, Value: value}
 	w.b.Set(revKey(rev), rec.encode(), nil)
@@ -171,7 +172,7 @@ func (w *writer) deleteRange(d *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse,
 }
 
 func (w *writer) tombstone(key []byte) error {
-	old, exists, err := getMeta(w.r, key)
+	old, exists, err := w.meta(key)
 	if err != nil || !exists {
 		return err
 	}
@@ -180,6 +181,7 @@ func (w *writer) tombstone(key []byte) error {
 	}
 	rev := w.nextRev()
 	w.b.Delete(latestKey(key), nil)
+	w.s.metas.set(key, meta{}, false)
 	w.b.Set(versionKey(key, rev), []byte{versionTombstone}, nil)
 	rec := record{Kind: kindDelete, Key: key}
 	w.b.Set(revKey(rev), rec.encode(), nil)

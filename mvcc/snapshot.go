@@ -98,6 +98,7 @@ const restoreBatchBytes = 4 << 20
 func (s *Store) Restore(r io.Reader) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.metas.reset()
 
 	b := s.db.NewBatch()
 	b.DeleteRange([]byte{0}, []byte{0xff, 0xff, 0xff, 0xff}, nil)

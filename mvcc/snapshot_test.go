@@ -114,12 +114,17 @@ func TestSnapshotRestoreReplacesState(t *testing.T) {
 		requireProtoEqual(t, fmt.Sprintf("event %d", i), got[i], want[i])
 	}
 
-	// Entries the snapshot covers are skipped; the next one applies.
+	// Entries the snapshot covers are skipped; the next ones apply on the
+	// restored state, not on what the follower had before: k03 had another
+	// version there, and k05, deleted on the leader, still existed.
 	follower.index = leader.index
-	follower.must(putReq("after", "1"))
-	leader.must(putReq("after", "1"))
+	for _, k := range []string{"after", "k03", "k05"} {
+		follower.must(putReq(k, "1"))
+		leader.must(putReq(k, "1"))
+		requireProtoEqual(t, k+" after the restore", follower.get(k), leader.get(k))
+	}
 	if h, w := follower.hash(0), leader.hash(0); h != w {
-		t.Fatalf("HashKV after the next entry %08x, leader %08x", h, w)
+		t.Fatalf("HashKV after the next entries %08x, leader %08x", h, w)
 	}
 }
 

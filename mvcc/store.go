@@ -50,6 +50,7 @@ type Store struct {
 	hub       *hub
 	compactor *compactor
 	pages     pageCounts
+	metas     *metaCache // apply goroutine only
 }
 
 var (
@@ -70,7 +71,7 @@ func Open(db *store.DB, cfg Config) (*Store, error) {
 	if cfg.MinLeaseTTL <= 0 {
 		cfg.MinLeaseTTL = 2
 	}
-	s := &Store{db: db, cfg: cfg, log: cfg.Logger.With("component", "mvcc")}
+	s := &Store{db: db, cfg: cfg, log: cfg.Logger.With("component", "mvcc"), metas: newMetaCache(defaultMetaCacheKeys)}
 	if err := s.load(); err != nil {
 		return nil, err
 	}

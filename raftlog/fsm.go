@@ -35,7 +35,8 @@ type StateMachine interface {
 // fsm adapts a StateMachine to raft.BatchingFSM and tracks the applied index
 // for readers waiting on it.
 type fsm struct {
-	sm StateMachine
+	sm        StateMachine
+	onApplied func(entryID) // after every applied batch
 
 	applied atomic.Uint64
 	mu      sync.Mutex
@@ -71,7 +72,11 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 			j++
 		}
 	}
-	f.advance(logs[len(logs)-1].Index)
+	last := logs[len(logs)-1]
+	f.advance(last.Index)
+	if f.onApplied != nil {
+		f.onApplied(entryID{last.Index, last.Term})
+	}
 	return out
 }
 

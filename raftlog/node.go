@@ -100,7 +100,7 @@ type Node struct {
 	fsm   *fsm
 	db    *store.DB
 	logs  *LogStore
-	trans *raft.NetworkTransport
+	trans *commitTransport
 	log   *slog.Logger
 	solo  bool // sole voter: short timeouts
 
@@ -108,7 +108,6 @@ type Node struct {
 	// entry of its own term; only then is its commit index a valid read index.
 	readyTerm atomic.Uint64
 	reads     readCoalescer
-	nudging   atomic.Bool // a Nudge barrier is in flight
 
 	stateIdxMu  sync.Mutex // caches lastStateIndex's last answer
 	stateIdxFor uint64
@@ -169,9 +168,10 @@ func (n *Node) start() error {
 		}
 		stream = &tcpStream{Listener: ln, advertise: addr}
 	}
-	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	n.trans = newCommitTransport(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 4, Timeout: 10 * time.Second, Logger: hl,
-	})
+	}), n.stopCh)
+	n.fsm.onApplied = n.trans.appliedUpTo
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.ID)
@@ -182,10 +182,9 @@ func (n *Node) start() error {
 	rc.HeartbeatTimeout = n.cfg.ElectionTimeout / 2
 	rc.ElectionTimeout = n.cfg.ElectionTimeout / 2
 	rc.LeaderLeaseTimeout = n.cfg.ElectionTimeout / 2
-	// Followers learn a new commit index from the next AppendEntries; when
-	// writes pause, this is how soon the leader sends one (a write through
-	// a follower waits for it: the follower answers once it applied).
-	rc.CommitTimeout = min(n.cfg.HeartbeatInterval/2, time.Millisecond)
+	// Followers learn new commits from the commit notifier (commits.go) at
+	// once; this is only Raft's own fallback.
+	rc.CommitTimeout = max(n.cfg.HeartbeatInterval/2, time.Millisecond)
 	rc.MaxAppendEntries = 512
 	rc.BatchApplyCh = true
 	rc.SnapshotThreshold = n.cfg.SnapshotCount
@@ -223,6 +222,11 @@ func (n *Node) start() error {
 		n.trans.Close()
 		return fmt.Errorf("raftlog: start: %w", err)
 	}
+	n.trans.start(n.raft, raft.RPCHeader{
+		ProtocolVersion: rc.ProtocolVersion,
+		ID:              []byte(rc.LocalID),
+		Addr:            n.trans.EncodePeer(rc.LocalID, n.trans.LocalAddr()),
+	})
 	n.wg.Add(1)
 	go n.watchLeadership()
 	return nil
@@ -555,19 +559,4 @@ func (n *Node) Close() error {
 func (n *Node) LeaderAddr() string {
 	addr, _ := n.raft.LeaderWithID()
 	return string(addr)
-}
-
-// Nudge makes the leader send its commit index to the followers now rather
-// than when the next write or the commit timeout comes: it appends a Raft
-// barrier entry without waiting for it. A follower that forwarded a write
-// answers only once it has applied it, and it can apply it only once it
-// learns that it committed.
-func (n *Node) Nudge() {
-	if n.nudging.CompareAndSwap(false, true) {
-		f := n.raft.Barrier(n.cfg.ApplyTimeout)
-		go func() {
-			f.Error()
-			n.nudging.Store(false)
-		}()
-	}
 }

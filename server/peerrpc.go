@@ -73,13 +73,7 @@ func (s *Server) peerPropose(ctx context.Context, r *wrapperspb.BytesValue) (*wr
 	if !s.node.IsLeader() {
 		return nil, rpctypes.ErrGRPCNotLeader
 	}
-	s.forwarded.Add(1)
 	res, index, err := s.proposeHere(ctx, r.Value)
-	if s.forwarded.Add(-1) == 0 && err == nil {
-		// No other forwarded write will carry the commit index to the
-		// follower waiting for this one: send it now.
-		s.node.Nudge()
-	}
 	if err != nil {
 		return nil, err
 	}

@@ -59,7 +59,6 @@ type Server struct {
 	peers     *peerClients
 
 	memberMu  sync.Mutex   // one membership change at a time
-	forwarded atomic.Int64 // forwarded proposals in flight on this leader
 	progress  progress
 	removed   atomic.Bool
 	// raftStarted is set once s.node exists: the peer service waits for it.

@@ -1,0 +1,240 @@
+package raftlog
+
+import (
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// hashicorp/raft tells a follower the commit index only with the next
+// AppendEntries it sends: when writes pause, that is CommitTimeout later,
+// or never before the next write's own round trip. A follower that
+// forwarded a write answers once it has applied it, and a linearizable
+// read or a watch on a follower waits for its apply too, so every one of
+// them would wait for that next message. etcd's leader sends the new commit
+// index to the followers as soon as it advances; commitTransport does the
+// same beside hashicorp/raft.
+//
+// It wraps the network transport, and from the AppendEntries exchanges of
+// the leader's own replication learns, per follower, the last entry the
+// follower acknowledged storing and the highest commit index Raft already
+// sent it. When the leader applies (so has committed) new entries, every
+// follower that stores them but has not been told gets an AppendEntries
+// with no entries whose previous entry is the committed one itself:
+// PrevLogEntry = LeaderCommitIndex = c, PrevLogTerm = the term of entry c.
+// The follower accepts it only if its entry c has that term, which by Raft's
+// log matching means its log equals the leader's through c, so it commits
+// and applies exactly the leader's committed prefix and nothing else.
+
+// commitTransport is the network transport plus the commit notifier.
+type commitTransport struct {
+	*raft.NetworkTransport
+	stopCh <-chan struct{}
+
+	mu       sync.Mutex
+	raft     *raft.Raft // set once Raft runs
+	header   raft.RPCHeader
+	applied  entryID // the leader's last applied entry
+	peers    map[raft.ServerID]*peerCommits
+	hdrReady bool
+}
+
+// entryID names a log entry.
+type entryID struct{ index, term uint64 }
+
+// peerCommits is what the leader knows of one follower's log.
+type peerCommits struct {
+	id    raft.ServerID
+	addr  raft.ServerAddress
+	term  uint64  // the leader term match and told belong to
+	match entryID // last entry it acknowledged storing
+	told  uint64  // highest commit index sent to it
+	kick  chan struct{}
+}
+
+func newCommitTransport(t *raft.NetworkTransport, stopCh <-chan struct{}) *commitTransport {
+	return &commitTransport{NetworkTransport: t, stopCh: stopCh, peers: map[raft.ServerID]*peerCommits{}}
+}
+
+// start begins notifying once Raft runs; header identifies this member as
+// the sender, as Raft's own messages do.
+func (t *commitTransport) start(r *raft.Raft, header raft.RPCHeader) {
+	t.mu.Lock()
+	t.raft, t.header, t.hdrReady = r, header, true
+	t.mu.Unlock()
+}
+
+// appliedUpTo records that this member applied through e; as leader, its
+// followers are told.
+func (t *commitTransport) appliedUpTo(e entryID) {
+	t.mu.Lock()
+	if e.index > t.applied.index {
+		t.applied = e
+	}
+	for _, p := range t.peers {
+		if p.told < e.index {
+			kick(p.kick)
+		}
+	}
+	t.mu.Unlock()
+}
+
+func kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// peer returns the follower's record, creating it and its notifier the
+// first time. Callers hold t.mu.
+func (t *commitTransport) peer(id raft.ServerID, addr raft.ServerAddress, term uint64) *peerCommits {
+	p := t.peers[id]
+	if p == nil {
+		p = &peerCommits{id: id, kick: make(chan struct{}, 1)}
+		t.peers[id] = p
+		go t.notify(p)
+	}
+	p.addr = addr
+	if term > p.term {
+		// A new leadership of this member: what an earlier one learned may
+		// have been overwritten since.
+		p.term, p.match, p.told = term, entryID{}, 0
+	}
+	return p
+}
+
+// sent records an AppendEntries Raft sends.
+func (t *commitTransport) sent(id raft.ServerID, addr raft.ServerAddress, args *raft.AppendEntriesRequest) {
+	t.mu.Lock()
+	p := t.peer(id, addr, args.Term)
+	if args.Term == p.term && args.LeaderCommitIndex > p.told {
+		p.told = args.LeaderCommitIndex
+	}
+	t.mu.Unlock()
+}
+
+// answered records the follower's answer to one of Raft's AppendEntries.
+func (t *commitTransport) answered(id raft.ServerID, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
+	if !resp.Success {
+		return
+	}
+	last := entryID{args.PrevLogEntry, args.PrevLogTerm}
+	if n := len(args.Entries); n > 0 {
+		last = entryID{args.Entries[n-1].Index, args.Entries[n-1].Term}
+	}
+	t.mu.Lock()
+	if p := t.peers[id]; p != nil && args.Term == p.term && last.index > p.match.index {
+		p.match = last
+		if p.told < min(last.index, t.applied.index) {
+			kick(p.kick)
+		}
+	}
+	t.mu.Unlock()
+}
+
+// notify sends one follower its commit index whenever it is behind, one
+// message at a time.
+func (t *commitTransport) notify(p *peerCommits) {
+	for {
+		select {
+		case <-t.stopCh:
+			return
+		case <-p.kick:
+		}
+		t.mu.Lock()
+		r, hdr, term, addr := t.raft, t.header, p.term, p.addr
+		c := p.match
+		if t.applied.index < c.index {
+			c = t.applied
+		}
+		stale := !t.hdrReady || c.index <= p.told || c.index == 0
+		if !stale {
+			p.told = c.index
+		}
+		t.mu.Unlock()
+		if stale || r.State() != raft.Leader || r.CurrentTerm() != term {
+			continue
+		}
+		req := raft.AppendEntriesRequest{
+			RPCHeader:         hdr,
+			Term:              term,
+			PrevLogEntry:      c.index,
+			PrevLogTerm:       c.term,
+			LeaderCommitIndex: c.index,
+		}
+		var resp raft.AppendEntriesResponse
+		if err := t.NetworkTransport.AppendEntries(p.id, addr, &req, &resp); err != nil || !resp.Success {
+			// Raft's own replication tells it later.
+			t.mu.Lock()
+			if p.term == term && p.told == c.index {
+				p.told = 0
+			}
+			t.mu.Unlock()
+		}
+	}
+}
+
+// AppendEntries is Raft's synchronous replication.
+func (t *commitTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	t.sent(id, target, args)
+	err := t.NetworkTransport.AppendEntries(id, target, args, resp)
+	if err == nil {
+		t.answered(id, args, resp)
+	}
+	return err
+}
+
+// AppendEntriesPipeline is Raft's pipelined replication.
+func (t *commitTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	inner, err := t.NetworkTransport.AppendEntriesPipeline(id, target)
+	if err != nil {
+		return nil, err
+	}
+	p := &commitPipeline{t: t, id: id, addr: target, inner: inner, doneCh: make(chan raft.AppendFuture, 128), closeCh: make(chan struct{})}
+	go p.relay()
+	return p, nil
+}
+
+// commitPipeline relays a pipeline's answers to Raft, noting them on the
+// way.
+type commitPipeline struct {
+	t       *commitTransport
+	id      raft.ServerID
+	addr    raft.ServerAddress
+	inner   raft.AppendPipeline
+	doneCh  chan raft.AppendFuture
+	closeCh chan struct{}
+	once    sync.Once
+}
+
+func (p *commitPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	p.t.sent(p.id, p.addr, args)
+	return p.inner.AppendEntries(args, resp)
+}
+
+func (p *commitPipeline) Consumer() <-chan raft.AppendFuture { return p.doneCh }
+
+func (p *commitPipeline) Close() error {
+	p.once.Do(func() { close(p.closeCh) })
+	return p.inner.Close()
+}
+
+func (p *commitPipeline) relay() {
+	in := p.inner.Consumer()
+	for {
+		select {
+		case <-p.closeCh:
+			return
+		case f := <-in:
+			if f.Error() == nil {
+				p.t.answered(p.id, f.Request(), f.Response())
+			}
+			select {
+			case p.doneCh <- f:
+			case <-p.closeCh:
+				return
+			}
+		}
+	}
+}
