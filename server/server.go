@@ -58,9 +58,9 @@ type Server struct {
 	dialer    *peerDialer
 	peers     *peerClients
 
-	memberMu  sync.Mutex   // one membership change at a time
-	progress  progress
-	removed   atomic.Bool
+	memberMu sync.Mutex // one membership change at a time
+	progress progress
+	removed  atomic.Bool
 	// raftStarted is set once s.node exists: the peer service waits for it.
 	raftStarted atomic.Bool
 	leaveCh     chan struct{} // closed when this member must stop (removed)
