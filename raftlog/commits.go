@@ -25,6 +25,18 @@ import (
 // The follower accepts it only if its entry c has that term, which by Raft's
 // log matching means its log equals the leader's through c, so it commits
 // and applies exactly the leader's committed prefix and nothing else.
+//
+// It also sends new entries early. hashicorp/raft's leader makes an append
+// durable in its own log first and only then replicates it, so a write waits
+// for two fsyncs one after the other; etcd's leader writes its log and sends
+// to the followers at the same time. Just before the leader syncs an append
+// (LogStore.BeforeSync), every follower that has acknowledged everything
+// before it gets the entries in an AppendEntries of its own, so it stores
+// them while the leader does. Raft's own AppendEntries for them then finds
+// them stored and is answered without another sync. Nothing else changes:
+// the leader counts a follower only from Raft's own exchange, and itself
+// only once its sync returned, so an entry still commits only once it is
+// durable on a quorum.
 
 // commitTransport is the network transport plus the commit notifier.
 type commitTransport struct {
@@ -46,9 +58,10 @@ type entryID struct{ index, term uint64 }
 type peerCommits struct {
 	id    raft.ServerID
 	addr  raft.ServerAddress
-	term  uint64  // the leader term match and told belong to
-	match entryID // last entry it acknowledged storing
-	told  uint64  // highest commit index sent to it
+	term  uint64                     // the leader term match and told belong to
+	match entryID                    // last entry it acknowledged storing
+	told  uint64                     // highest commit index sent to it
+	early *raft.AppendEntriesRequest // entries to send early, if any
 	kick  chan struct{}
 }
 
@@ -104,6 +117,33 @@ func (t *commitTransport) peer(id raft.ServerID, addr raft.ServerAddress, term u
 	return p
 }
 
+// sendEarly queues entries the leader is about to sync for every follower
+// that has everything before them (LogStore.BeforeSync).
+func (t *commitTransport) sendEarly(prev entryID, logs []*raft.Log) {
+	term := logs[len(logs)-1].Term
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.raft
+	if prev.index == 0 || !t.hdrReady || r.State() != raft.Leader || r.CurrentTerm() != term {
+		return
+	}
+	for _, p := range t.peers {
+		if p.term != term || p.match != prev || p.early != nil {
+			continue
+		}
+
+		p.early = &raft.AppendEntriesRequest{
+			RPCHeader:         t.header,
+			Term:              term,
+			PrevLogEntry:      prev.index,
+			PrevLogTerm:       prev.term,
+			Entries:           logs,
+			LeaderCommitIndex: min(t.applied.index, prev.index),
+		}
+		kick(p.kick)
+	}
+}
+
 // sent records an AppendEntries Raft sends.
 func (t *commitTransport) sent(id raft.ServerID, addr raft.ServerAddress, args *raft.AppendEntriesRequest) {
 	t.mu.Lock()
@@ -133,8 +173,8 @@ func (t *commitTransport) answered(id raft.ServerID, args *raft.AppendEntriesReq
 	t.mu.Unlock()
 }
 
-// notify sends one follower its commit index whenever it is behind, one
-// message at a time.
+// notify sends one follower early entries and its commit index whenever
+// it is behind, one message at a time.
 func (t *commitTransport) notify(p *peerCommits) {
 	for {
 		select {
@@ -143,7 +183,20 @@ func (t *commitTransport) notify(p *peerCommits) {
 		case <-p.kick:
 		}
 		t.mu.Lock()
-		r, hdr, term, addr := t.raft, t.header, p.term, p.addr
+		early, addr := p.early, p.addr
+		t.mu.Unlock()
+		if early != nil {
+			var resp raft.AppendEntriesResponse
+			if err := t.NetworkTransport.AppendEntries(p.id, addr, early, &resp); err == nil {
+				t.answered(p.id, early, &resp)
+			}
+			t.mu.Lock()
+			p.early = nil
+			t.mu.Unlock()
+		}
+		t.mu.Lock()
+		r, hdr, term := t.raft, t.header, p.term
+		addr = p.addr
 		c := p.match
 		if t.applied.index < c.index {
 			c = t.applied

@@ -21,6 +21,11 @@ type LogStore struct {
 
 	mu          sync.Mutex // guards first/last, which cache the log's bounds
 	first, last uint64
+	lastTerm    uint64 // term of entry last, when this process stored it (else 0)
+
+	// BeforeSync, if set, sees every append before it is made durable,
+	// with the entry before it when that entry's term is known.
+	BeforeSync func(prev entryID, logs []*raft.Log)
 
 	// OnSync, if set, observes the duration of each synced append (for the
 	// etcd_disk_wal_fsync_duration_seconds metric).
@@ -96,6 +101,15 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 			return err
 		}
 	}
+	if s.BeforeSync != nil {
+		var prev entryID
+		s.mu.Lock()
+		if s.last+1 == logs[0].Index && s.lastTerm != 0 {
+			prev = entryID{s.last, s.lastTerm}
+		}
+		s.mu.Unlock()
+		s.BeforeSync(prev, logs)
+	}
 	start := time.Now()
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("raftlog: append: %w", err)
@@ -107,7 +121,7 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	if s.first == 0 {
 		s.first = logs[0].Index
 	}
-	s.last = logs[len(logs)-1].Index
+	s.last, s.lastTerm = logs[len(logs)-1].Index, logs[len(logs)-1].Term
 	s.mu.Unlock()
 	return nil
 }
@@ -122,7 +136,7 @@ func (s *LogStore) DeleteRange(min, max uint64) error {
 		s.first = max + 1
 	}
 	if max >= s.last {
-		s.last = min - 1
+		s.last, s.lastTerm = min-1, 0
 	}
 	if s.first > s.last {
 		s.first, s.last = 0, 0

@@ -51,6 +51,9 @@ type Config struct {
 	Logger *slog.Logger
 	// OnSync observes the duration of each synced log append.
 	OnSync func(time.Duration)
+
+	// commitTimeout overrides Raft's commit timeout (tests).
+	commitTimeout time.Duration
 }
 
 // DefaultConfig returns etcd's defaults: 100ms heartbeat, 1s election timeout,
@@ -172,6 +175,7 @@ func (n *Node) start() error {
 		Stream: stream, MaxPool: 4, Timeout: 10 * time.Second, Logger: hl,
 	}), n.stopCh)
 	n.fsm.onApplied = n.trans.appliedUpTo
+	n.logs.BeforeSync = n.trans.sendEarly
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.ID)
@@ -185,6 +189,9 @@ func (n *Node) start() error {
 	// Followers learn new commits from the commit notifier (commits.go) at
 	// once; this is only Raft's own fallback.
 	rc.CommitTimeout = max(n.cfg.HeartbeatInterval/2, time.Millisecond)
+	if n.cfg.commitTimeout > 0 {
+		rc.CommitTimeout = n.cfg.commitTimeout
+	}
 	rc.MaxAppendEntries = 512
 	rc.BatchApplyCh = true
 	rc.SnapshotThreshold = n.cfg.SnapshotCount

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"time"
 
@@ -97,9 +96,8 @@ func (s *Server) proposeData(ctx context.Context, data []byte, newResp func() pr
 			}
 			return res, toGRPC(err)
 		}
-		var out wrapperspb.BytesValue
-		err = s.callPeer(ctx, addr, "Propose", wrapperspb.Bytes(data), &out)
-		if errPeerNotLeader(err) && attempt < maxLeaderRetries {
+		index, body, err := s.forwarder.propose(ctx, addr, data)
+		if (errPeerNotLeader(err) || errors.Is(err, errForwardUnsent)) && attempt < maxLeaderRetries {
 			if err := s.backoff(ctx, attempt); err != nil {
 				return nil, err
 			}
@@ -109,12 +107,8 @@ func (s *Server) proposeData(ctx context.Context, data []byte, newResp func() pr
 			s.metrics.proposalsFailed.Inc()
 			return nil, fromPeer(err)
 		}
-		index, n := binary.Uvarint(out.Value)
-		if n <= 0 {
-			return nil, rpctypes.ErrGRPCCorrupt
-		}
 		resp := newResp()
-		if err := proto.Unmarshal(out.Value[n:], resp); err != nil {
+		if err := proto.Unmarshal(body, resp); err != nil {
 			return nil, err
 		}
 		if err := s.node.WaitApplied(ctx, index); err != nil {

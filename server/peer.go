@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -17,28 +16,34 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// The peer port carries two protocols, told apart by a connection's first
-// byte: Raft's transport (raftMagic, then a handshake) and the internal gRPC
-// service followers use to reach the leader (HTTP/2, which begins with
-// "PRI"). TLS, when it comes, wraps the listener and the dialer: both
-// protocols get it at once.
-const raftMagic = 'R'
+// The peer port carries three protocols, told apart by a connection's first
+// byte: Raft's transport (raftMagic, then a handshake), the stream of writes
+// followers forward to the leader (forwardMagic, the same handshake; see
+// forwardstream.go) and the internal gRPC service for everything else a
+// member asks another (HTTP/2, which begins with "PRI"). TLS, when it comes,
+// wraps the listener and the dialer: every protocol gets it at once.
+const (
+	raftMagic    = 'R'
+	forwardMagic = 'F'
+)
 
 // handshakeTimeout bounds the exchange that opens a Raft connection.
 const handshakeTimeout = 5 * time.Second
 
-// peerListener splits the peer listener into Raft and gRPC connections.
+// peerListener splits the peer listener into Raft, forwarding and gRPC
+// connections.
 type peerListener struct {
 	ln        net.Listener
 	clusterID func() uint64
 	raft      *chanListener
+	forward   *chanListener
 	grpc      *chanListener
 	onRefuse  func(remote net.Addr, theirs uint64)
 	closeOnce sync.Once
 }
 
-func newPeerListener(ln net.Listener, raft, grpc *chanListener, clusterID func() uint64, onRefuse func(net.Addr, uint64)) *peerListener {
-	return &peerListener{ln: ln, clusterID: clusterID, raft: raft, grpc: grpc, onRefuse: onRefuse}
+func newPeerListener(ln net.Listener, raft, forward, grpc *chanListener, clusterID func() uint64, onRefuse func(net.Addr, uint64)) *peerListener {
+	return &peerListener{ln: ln, clusterID: clusterID, raft: raft, forward: forward, grpc: grpc, onRefuse: onRefuse}
 }
 
 func (p *peerListener) serve() {
@@ -58,7 +63,7 @@ func (p *peerListener) route(c net.Conn) {
 		c.Close()
 		return
 	}
-	if first[0] != raftMagic {
+	if first[0] != raftMagic && first[0] != forwardMagic {
 		c.SetReadDeadline(time.Time{})
 		p.grpc.deliver(&prefixConn{Conn: c, prefix: first[:]})
 		return
@@ -86,6 +91,10 @@ func (p *peerListener) route(c net.Conn) {
 		return
 	}
 	c.SetWriteDeadline(time.Time{})
+	if first[0] == forwardMagic {
+		p.forward.deliver(c)
+		return
+	}
 	p.raft.deliver(c)
 }
 
@@ -136,27 +145,32 @@ func (r *raftStream) Addr() net.Addr            { return r.advertise }
 func (r *raftStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	c, err := r.dialer.dial(ctx, string(addr))
+	return r.dialer.dialStream(ctx, string(addr), raftMagic, r.clusterID())
+}
+
+// dialStream opens a connection of one of the peer port's stream protocols
+// (magic) and passes the cluster id handshake.
+func (d *peerDialer) dialStream(ctx context.Context, addr string, magic byte, clusterID uint64) (net.Conn, error) {
+	c, err := d.dial(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
-	hello := binary.BigEndian.AppendUint64([]byte{raftMagic}, r.clusterID())
+	hello := binary.BigEndian.AppendUint64([]byte{magic}, clusterID)
 	c.SetDeadline(time.Now().Add(handshakeTimeout))
 	if _, err := c.Write(hello); err != nil {
 		c.Close()
 		return nil, err
 	}
-	br := bufio.NewReader(c)
-	status, err := br.ReadByte()
-	if err != nil {
+	var status [1]byte
+	if _, err := io.ReadFull(c, status[:]); err != nil {
 		c.Close()
 		return nil, err
 	}
-	if status != 0 {
+	if status[0] != 0 {
 		var n [2]byte
-		io.ReadFull(br, n[:])
+		io.ReadFull(c, n[:])
 		msg := make([]byte, int(n[0])<<8|int(n[1]))
-		io.ReadFull(br, msg)
+		io.ReadFull(c, msg)
 		c.Close()
 		return nil, fmt.Errorf("%w %s: %s", errClusterMismatch, addr, msg)
 	}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -42,7 +41,6 @@ var peerServiceDesc = grpc.ServiceDesc{
 	ServiceName: peerService,
 	HandlerType: (*any)(nil),
 	Methods: []grpc.MethodDesc{
-		peerMethod("Propose", func() *wrapperspb.BytesValue { return &wrapperspb.BytesValue{} }, (*Server).peerPropose),
 		peerMethod("ReadIndex", func() *emptypb.Empty { return &emptypb.Empty{} }, (*Server).peerReadIndex),
 		peerMethod("Status", func() *pb.StatusRequest { return &pb.StatusRequest{} }, (*Server).peerStatus),
 		peerMethod("MemberList", func() *pb.MemberListRequest { return &pb.MemberListRequest{} }, (*Server).peerMemberList),
@@ -65,24 +63,6 @@ func (s *Server) callPeer(ctx context.Context, addr, method string, req, resp pr
 		return err
 	}
 	return c.Invoke(ctx, "/"+peerService+"/"+method, req, resp)
-}
-
-// peerPropose proposes an entry for a follower. The answer is the entry's
-// index (the follower waits until it applied it) and the response.
-func (s *Server) peerPropose(ctx context.Context, r *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
-	if !s.node.IsLeader() {
-		return nil, rpctypes.ErrGRPCNotLeader
-	}
-	res, index, err := s.proposeHere(ctx, r.Value)
-	if err != nil {
-		return nil, err
-	}
-	out := binary.AppendUvarint(nil, index)
-	b, err := proto.Marshal(res)
-	if err != nil {
-		return nil, err
-	}
-	return wrapperspb.Bytes(append(out, b...)), nil
 }
 
 func (s *Server) peerReadIndex(ctx context.Context, _ *emptypb.Empty) (*wrapperspb.UInt64Value, error) {

@@ -54,7 +54,9 @@ type Server struct {
 	peerGRPC  *grpc.Server
 	peerMuxes []*peerListener
 	peerRaft  *chanListener
+	peerFwd   *chanListener
 	peerRPC   *chanListener
+	forwarder *forwarder
 	dialer    *peerDialer
 	peers     *peerClients
 
@@ -102,6 +104,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, peerURLs: cfg.InitialAdvertisePeerURLs, stopCh: make(chan struct{}), leaveCh: make(chan struct{})}
 	s.dialer = newPeerDialer(cfg.ListenPeerURLs[0])
 	s.peers = &peerClients{dialer: s.dialer}
+	s.forwarder = &forwarder{dialer: s.dialer, clusterID: func() uint64 { return s.clusterID }}
 	s.metrics = newMetrics(s)
 	bootstrap, err := s.identify()
 	if err != nil {
@@ -163,7 +166,7 @@ func New(cfg Config) (*Server, error) {
 // listenPeers binds the peer URLs; connections are routed at once, so
 // Raft can reach this member as soon as it starts.
 func (s *Server) listenPeers() error {
-	s.peerRaft, s.peerRPC = newChanListener(nil), newChanListener(nil)
+	s.peerRaft, s.peerFwd, s.peerRPC = newChanListener(nil), newChanListener(nil), newChanListener(nil)
 	for _, u := range s.cfg.ListenPeerURLs {
 		addr, _ := hostPort(u)
 		ln, err := net.Listen("tcp", addr)
@@ -172,15 +175,16 @@ func (s *Server) listenPeers() error {
 			return fmt.Errorf("listen on peer URL %s: %w", u, err)
 		}
 		if s.peerRaft.addr == nil {
-			s.peerRaft.addr, s.peerRPC.addr = ln.Addr(), ln.Addr()
+			s.peerRaft.addr, s.peerFwd.addr, s.peerRPC.addr = ln.Addr(), ln.Addr(), ln.Addr()
 		}
-		pl := newPeerListener(ln, s.peerRaft, s.peerRPC, func() uint64 { return s.clusterID }, s.refused)
+		pl := newPeerListener(ln, s.peerRaft, s.peerFwd, s.peerRPC, func() uint64 { return s.clusterID }, s.refused)
 		s.peerMuxes = append(s.peerMuxes, pl)
 		go pl.serve()
 	}
 	s.peerGRPC = grpc.NewServer(grpc.MaxRecvMsgSize(math.MaxInt32), grpc.MaxSendMsgSize(math.MaxInt32))
 	s.peerGRPC.RegisterService(&peerServiceDesc, s)
 	go s.peerGRPC.Serve(s.peerRPC)
+	go s.serveForwards(s.peerFwd)
 	return nil
 }
 
@@ -190,11 +194,13 @@ func (s *Server) closePeers() {
 	}
 	if s.peerRaft != nil {
 		s.peerRaft.shut()
+		s.peerFwd.shut()
 	}
 	if s.peerGRPC != nil {
 		s.peerGRPC.Stop()
 	}
 	s.peers.close()
+	s.forwarder.close()
 }
 
 // refused logs a peer of another cluster trying to reach this member.

@@ -1,0 +1,77 @@
+package raftlog
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+// startTrio starts three voters on loopback whose Raft sends a commit index
+// on its own only every commitTimeout.
+func startTrio(t *testing.T, commitTimeout time.Duration) ([]*Node, []*memSM) {
+	t.Helper()
+	var boot []Server
+	addrs := make([]string, 3)
+	for i := range addrs {
+		addrs[i] = freeAddr(t)
+		boot = append(boot, Server{ID: fmt.Sprint(i + 1), Address: addrs[i]})
+	}
+	nodes := make([]*Node, 3)
+	sms := make([]*memSM, 3)
+	for i := range nodes {
+		cfg := testNodeConfig(t, t.TempDir(), addrs[i])
+		cfg.ID, cfg.Bootstrap, cfg.commitTimeout = boot[i].ID, boot, commitTimeout
+		sms[i] = &memSM{}
+		n, err := Open(cfg, sms[i])
+		if err != nil {
+			t.Fatalf("Open %d: %v", i, err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes[i] = n
+	}
+	return nodes, sms
+}
+
+func trioLeader(t *testing.T, nodes []*Node) *Node {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range nodes {
+			if n.IsLeader() && n.readyTerm.Load() == n.Term() {
+				return n
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no leader")
+	return nil
+}
+
+// A follower applies an entry as soon as the leader commits it, without
+// waiting for a later write or Raft's commit timeout to carry the commit
+// index (the timeout here is a minute): a write through a follower, a
+// linearizable read on it and its watchers all wait for that apply. The
+// entries a follower applies are the leader's, in order.
+func TestFollowersLearnEachCommitAtOnce(t *testing.T) {
+	nodes, sms := startTrio(t, time.Minute)
+	leader := trioLeader(t, nodes)
+	for i := range 30 {
+		index := propose(t, leader, fmt.Sprintf("c%d", i))
+		for j, n := range nodes {
+			deadline := time.Now().Add(10 * time.Second)
+			for n.AppliedIndex() < index {
+				if time.Now().After(deadline) {
+					t.Fatalf("write %d: member %d applied %d, the leader committed %d", i, j+1, n.AppliedIndex(), index)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+	_, want, _ := sms[0].snapshot()
+	for j := range sms[1:] {
+		if _, got, _ := sms[j+1].snapshot(); !slices.Equal(got, want) {
+			t.Fatalf("member %d applied %v, member 1 applied %v", j+2, got, want)
+		}
+	}
+}
