@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -71,9 +72,17 @@ func readFrameBytes(r *bufio.Reader) ([]byte, error) {
 	if n > maxForwardFrame {
 		return nil, fmt.Errorf("forward frame of %d bytes", n)
 	}
-	b := make([]byte, n)
-	_, err = io.ReadFull(r, b)
-	return b, err
+	if n <= 64<<10 {
+		b := make([]byte, n)
+		_, err = io.ReadFull(r, b)
+		return b, err
+	}
+	// Grow with what arrives: a length alone does not get a large buffer.
+	var buf bytes.Buffer
+	if _, err := io.CopyN(&buf, r, int64(n)); err != nil {
+		return nil, io.ErrUnexpectedEOF
+	}
+	return buf.Bytes(), nil
 }
 
 func readForwardAnswer(r *bufio.Reader) (forwardAnswer, error) {
