@@ -1,0 +1,3 @@
+package kubernetes
+
+func cacherSuite() []suiteTest { return nil }
