@@ -30,14 +30,14 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apiserver/pkg/apis/example"
-	"k8s.io/apiserver/pkg/features"
-	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	examplev1 "k8s.io/apiserver/pkg/apis/example/v1"
+	"k8s.io/apiserver/pkg/features"
 	"k8s.io/apiserver/pkg/storage"
 	"k8s.io/apiserver/pkg/storage/etcd3"
 	etcdfeature "k8s.io/apiserver/pkg/storage/feature"
 	storagetesting "k8s.io/apiserver/pkg/storage/testing"
 	"k8s.io/apiserver/pkg/storage/value"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/utils/clock"
 )
 
@@ -87,7 +87,7 @@ type setup struct {
 
 type option func(*setup)
 
-func withCodec(c runtime.Codec) option             { return func(s *setup) { s.codec = c } }
+func withCodec(c runtime.Codec) option            { return func(s *setup) { s.codec = c } }
 func withTransformer(tr value.Transformer) option { return func(s *setup) { s.transformer = tr } }
 func withPrefix(p string) option                  { return func(s *setup) { s.prefix = p } }
 
