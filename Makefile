@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 FUZZTIME ?= 20s
 
-.PHONY: build test test-unit test-e2e fuzz bench bench-compare lint verify etcd-ref clean
+.PHONY: build test test-kubernetes test-unit test-e2e fuzz bench bench-compare lint verify etcd-ref clean
 
 build:
 	$(GO) build -o bin/ballast ./cmd/ballast
@@ -13,9 +13,16 @@ build:
 etcd-ref:
 	test/etcdref/build.sh
 
-# Every test, race detector on: unit, end-to-end and the etcd compatibility suite.
+# Every test, race detector on: unit, end-to-end and the etcd compatibility suite;
+# then Kubernetes' own storage tests (a module of their own, test/kubernetes)
+# against a three-member Ballast cluster and a three-member etcd. Run in the
+# module's directory, go test prints the suite's pass/fail summary lines.
 test: etcd-ref
 	$(GO) test -race -timeout 20m $(PKGS)
+	$(MAKE) test-kubernetes
+
+test-kubernetes: etcd-ref
+	cd test/kubernetes && $(GO) test -count=1 -timeout 20m
 
 test-unit:
 	$(GO) test -race $$($(GO) list ./... | grep -v /test/)
@@ -42,6 +49,7 @@ bench-compare: etcd-ref build
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	cd test/kubernetes && $(GO) vet ./...
 	$(GO) test -run TestLayers ./test/layers/
 
 verify: lint test

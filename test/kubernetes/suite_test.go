@@ -49,8 +49,9 @@ func runSuites(t *testing.T, server string, start func(t *testing.T) []*harness.
 	}{{"etcd3", etcd3Suite()}, {"cacher", cacherSuite()}} {
 		t.Run(s.name, func(t *testing.T) {
 			for _, tc := range s.tests {
-				skipped := false
+				ran, skipped := false, false
 				ok := t.Run(tc.name, func(t *testing.T) {
+					ran = true
 					defer func() { skipped = t.Skipped() }()
 					if tc.fresh {
 						useCluster(start(t))
@@ -59,6 +60,7 @@ func runSuites(t *testing.T, server string, start func(t *testing.T) []*harness.
 					tc.run(t)
 				})
 				switch {
+				case !ran: // filtered out by -run
 				case !ok:
 					counts[1]++
 				case skipped:
