@@ -85,6 +85,7 @@ var workloads = []workload{
 	{name: "txn-put", short: "write keys, several Puts per Txn", flags: txnPutFlags},
 	{name: "list", short: "Kubernetes-style paged list of a prefix", flags: listFlags},
 	{name: "watch", short: "watch fan-out: many watchers, put-to-event latency", flags: watchFlags},
+	{name: "k8s", short: "Kubernetes traffic: creates, guaranteed updates, deletes, gets, leased events, paged lists, watches, compaction", flags: k8sFlags},
 }
 
 // errUsage makes Main print the workload's usage and exit with 2.

@@ -58,35 +58,10 @@ func listFlags(fs *flag.FlagSet) func(*env, []string) (*Result, error) {
 		pageHist := NewHistogram()
 		var pages atomic.Int64
 		listHist := NewHistogram()
-		// One list as kube-apiserver pages through etcd: the first page
-		// at the current revision, each next page from just after the
-		// last key returned, pinned to the first page's revision.
 		list := func(ctx context.Context, c *clientv3.Client, _ int) error {
-			var (
-				rev   int64
-				got   int
-				times []time.Duration
-				key   = prefix
-			)
-			for {
-				opts := base
-				if rev != 0 {
-					opts = append(opts[:len(opts):len(opts)], clientv3.WithRev(rev))
-				}
-				st := time.Now()
-				resp, err := c.Get(ctx, key, opts...)
-				if err != nil {
-					return err
-				}
-				times = append(times, time.Since(st))
-				if rev == 0 {
-					rev = resp.Header.Revision
-				}
-				got += len(resp.Kvs)
-				if !resp.More || len(resp.Kvs) == 0 {
-					break
-				}
-				key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+			got, times, err := pagedList(ctx, c, prefix, base)
+			if err != nil {
+				return err
 			}
 			if got != keys {
 				return fmt.Errorf("listed %d keys under %q, want %d", got, prefix, keys)
@@ -136,4 +111,37 @@ func (e *env) fillPrefix(c *clientv3.Client, conns []*clientv3.Client, prefix st
 		}
 	}
 	return e.preload(conns, n, func(i int) string { return fmt.Sprintf("%s%08d", prefix, i) }, randValue(valSize))
+}
+
+// pagedList lists prefix as kube-apiserver pages through etcd: the first
+// page at the current revision, each next page from just after the last
+// key returned, pinned to the first page's revision. opts hold the range
+// end and the page limit. It returns the keys listed and each page's time.
+func pagedList(ctx context.Context, c *clientv3.Client, prefix string, opts []clientv3.OpOption) (int, []time.Duration, error) {
+	var (
+		rev   int64
+		got   int
+		times []time.Duration
+		key   = prefix
+	)
+	for {
+		o := opts
+		if rev != 0 {
+			o = append(o[:len(o):len(o)], clientv3.WithRev(rev))
+		}
+		st := time.Now()
+		resp, err := c.Get(ctx, key, o...)
+		if err != nil {
+			return got, times, err
+		}
+		times = append(times, time.Since(st))
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		got += len(resp.Kvs)
+		if !resp.More || len(resp.Kvs) == 0 {
+			return got, times, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
 }
