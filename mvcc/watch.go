@@ -287,6 +287,9 @@ func (h *hub) notify(batches []revEvents, rev int64) {
 			release()
 		}
 	}()
+	// Watchers of the same keys share each event's previous version: one
+	// read per event, not per watcher.
+	var prevs prevKVs
 	for _, b := range batches {
 		per := map[*watcher][]*mvccpb.Event{}
 		var order []*watcher
@@ -314,8 +317,9 @@ func (h *hub) notify(batches []revEvents, rev int64) {
 			if w.prevKV {
 				if v == nil {
 					v, release = h.s.readView()
+					prevs.v = v
 				}
-				evs = withPrevKV(v, evs)
+				evs = prevs.with(evs)
 			}
 			select {
 			case w.ws.ch <- WatchResponse{WatchID: w.id, Events: evs, Revision: b.rev}:
@@ -332,20 +336,39 @@ func (h *hub) notify(batches []revEvents, rev int64) {
 	h.rev = rev
 }
 
-// withPrevKV returns copies of evs with prev_kv set from the version before
+// prevKVs reads events' previous versions from v, each once.
+type prevKVs struct {
+	v    *view
+	seen map[*mvccpb.Event]*mvccpb.KeyValue
+}
+
+// with returns copies of evs with prev_kv set from the version before
 // each event, as etcd does for watchers that ask for it.
-func withPrevKV(v *view, evs []*mvccpb.Event) []*mvccpb.Event {
+func (p *prevKVs) with(evs []*mvccpb.Event) []*mvccpb.Event {
 	out := make([]*mvccpb.Event, len(evs))
 	for i, ev := range evs {
 		e := &mvccpb.Event{Type: ev.Type, Kv: ev.Kv}
 		if !(ev.Type == mvccpb.PUT && ev.Kv.CreateRevision == ev.Kv.ModRevision) {
-			if prev, err := v.kvAt(ev.Kv.Key, ev.Kv.ModRevision-1); err == nil && prev != nil {
-				e.PrevKv = prev
-			}
+			e.PrevKv = p.prev(ev)
 		}
 		out[i] = e
 	}
 	return out
+}
+
+func (p *prevKVs) prev(ev *mvccpb.Event) *mvccpb.KeyValue {
+	if kv, ok := p.seen[ev]; ok {
+		return kv
+	}
+	kv, err := p.v.kvAt(ev.Kv.Key, ev.Kv.ModRevision-1)
+	if err != nil {
+		kv = nil
+	}
+	if p.seen == nil {
+		p.seen = map[*mvccpb.Event]*mvccpb.KeyValue{}
+	}
+	p.seen[ev] = kv
+	return kv
 }
 
 // syncLoop catches unsynced watchers up from the event log on disk.
@@ -417,7 +440,7 @@ func (h *hub) catchUp(v *view, w *watcher) {
 		}
 		evs = w.filter(evs)
 		if w.prevKV {
-			evs = withPrevKV(v, evs)
+			evs = (&prevKVs{v: v}).with(evs)
 		}
 	}
 	h.mu.Lock()
