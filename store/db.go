@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -39,7 +40,7 @@ var ErrNotFound = errors.New("store: key not found")
 // Open opens (creating if needed) the Pebble instance at cfg.Dir.
 func Open(cfg Config) (*DB, error) {
 	if cfg.CacheSize <= 0 {
-		cfg.CacheSize = 24 << 20
+		cfg.CacheSize = 64 << 20
 	}
 	if cfg.MemTableSize == 0 {
 		cfg.MemTableSize = 16 << 20
@@ -56,6 +57,25 @@ func Open(cfg Config) (*DB, error) {
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		L0StopWritesThreshold:       24,
+	}
+	// Bloom filters let a point read skip the files that lack its key:
+	// every put reads its key's latest meta, and most reads are points.
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	// Values of 512 bytes and more (Kubernetes objects are kilobytes) live
+	// in blob files that compactions do not rewrite: without this, every
+	// level of the LSM copies them again, and compactions of large values
+	// were the largest user of CPU on a member under Kubernetes traffic.
+	opts.FormatMajorVersion = pebble.FormatValueSeparation
+	opts.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
+		return pebble.ValueSeparationPolicy{
+			Enabled:               true,
+			MinimumSize:           512,
+			MaxBlobReferenceDepth: 10,
+			RewriteMinimumAge:     5 * time.Minute,
+			TargetGarbageRatio:    0.2,
+		}
 	}
 	opts.EnsureDefaults()
 	db, err := pebble.Open(cfg.Dir, opts)
