@@ -229,6 +229,19 @@ func branch(r *pb.TxnRequest, ok bool) []*pb.RequestOp {
 }
 
 func (w *writer) compare(c *pb.Compare) bool {
+	if len(c.RangeEnd) == 0 && c.Target != pb.Compare_VALUE {
+		// Revisions, version and lease are in the key's meta: no need to
+		// read its value (Kubernetes' every write compares a revision).
+		m, ok, err := w.meta(c.Key)
+		if err != nil {
+			return false
+		}
+		kv := &mvccpb.KeyValue{}
+		if ok {
+			kv = &mvccpb.KeyValue{Key: c.Key, CreateRevision: m.Create, ModRevision: m.Mod.Main, Version: m.Version, Lease: m.Lease}
+		}
+		return compareKV(c, kv)
+	}
 	rr, err := w.Range(c.Key, gteEnd(c.RangeEnd), RangeOptions{})
 	if err != nil {
 		return false

@@ -270,9 +270,32 @@ func (v *view) rangeAt(key, end []byte, rev int64, opts RangeOptions, emit func(
 				}
 			}
 		}
-		ok = it.SeekGE(store.PrefixEnd(prefix))
+		ok = nextKey(it, prefix)
 	}
 	return it.Error()
+}
+
+// nextKey moves it from a version of the key whose versions start with
+// prefix to the first version of the next key. A key has few versions
+// between compactions: stepping over them is cheaper than a seek, which
+// it falls back to after a few.
+func nextKey(it *pebble.Iterator, prefix []byte) bool {
+	if !it.Valid() {
+		return false // a seek for the version at a revision found nothing after it
+	}
+	if k := it.Key(); !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+16 {
+		return true // that seek already landed on the next key
+	}
+	for range 4 {
+		if !it.Next() {
+			return false
+		}
+		k := it.Key()
+		if !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+16 {
+			return true
+		}
+	}
+	return it.SeekGE(store.PrefixEnd(prefix))
 }
 
 // kvAt returns key's version at rev, or nil if it did not exist then.
