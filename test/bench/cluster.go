@@ -68,9 +68,23 @@ var (
 			},
 			rows: []row{throughput("reads/s"), p50("latency"), p99("latency")},
 		},
+		{
+			id: "k8s", title: "Kubernetes traffic, 100 clients (1-10 KiB objects; lists, watches, leased events, compaction every 2s)",
+			args: func(s float64) []string {
+				return []string{"k8s", "--clients=100", "--conns=10", "--total=" + n(20000, s), "--compact-interval=2s"}
+			},
+			rows: []row{
+				throughput("requests/s"), p99("request"),
+				extraRow("updates/s", "update_per_sec"), extraRow("update p99 (ms)", "update_p99_ms"),
+				extraRow("create p99 (ms)", "create_p99_ms"), extraRow("delete p99 (ms)", "delete_p99_ms"),
+				extraRow("get p99 (ms)", "get_p99_ms"), extraRow("event p99 (ms)", "event_p99_ms"),
+				extraRow("list page p99 (ms)", "list_page_p99_ms"), extraRow("whole list p99 (ms)", "list_p99_ms"),
+				extraRow("watch delivery p50 (ms)", "watch_p50_ms"), extraRow("watch delivery p99 (ms)", "watch_p99_ms"),
+			},
+		},
 	}
 	// clusterOrder is the order of the table.
-	clusterOrder = []string{"put-1", "put-100", "put-1000", "range-l-1", "range-l", "range-s-1", "range-s", "list", "watch"}
+	clusterOrder = []string{"put-1", "put-100", "put-1000", "range-l-1", "range-l", "range-s-1", "range-s", "list", "watch", "k8s"}
 )
 
 const (

@@ -80,6 +80,11 @@ func throughput(unit string) row {
 func p50(what string) row { return row{what + " p50 (ms)", func(r *result) float64 { return r.P50Ms }} }
 func p99(what string) row { return row{what + " p99 (ms)", func(r *result) float64 { return r.P99Ms }} }
 
+// extraRow shows one of a result's workload-specific figures.
+func extraRow(metric, key string) row {
+	return row{metric, func(r *result) float64 { return r.Extra[key] }}
+}
+
 var workloads = []workload{
 	{
 		id: "put-1", title: "put, 1 client",
@@ -116,7 +121,7 @@ var workloads = []workload{
 		},
 		rows: []row{
 			throughput("lists/s"), p50("page"), p99("page"),
-			{"list p99 (ms)", func(r *result) float64 { return r.Extra["list_p99_ms"] }},
+			extraRow("list p99 (ms)", "list_p99_ms"),
 		},
 	},
 	{

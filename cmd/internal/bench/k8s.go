@@ -121,8 +121,9 @@ type k8sRun struct {
 func podKey(i int) string { return fmt.Sprintf("%sbench-ns-%02d/pod-%06d", k8sPods, i%20, i) }
 
 // value is a Kubernetes-like blob of random size carrying the send time.
-func (k *k8sRun) value() string {
-	n := k.valMin + mrand.IntN(k.valMax-k.valMin+1)
+func (k *k8sRun) value() string { return k.sizedValue(k.valMin + mrand.IntN(k.valMax-k.valMin+1)) }
+
+func (k *k8sRun) sizedValue(n int) string {
 	b := make([]byte, n)
 	copy(b, "k8s\x00")
 	binary.BigEndian.PutUint64(b[4:12], uint64(time.Now().UnixNano()))
@@ -155,7 +156,7 @@ func (k *k8sRun) run(l load, listers, watchers int, limit int64, compactEvery ti
 	if _, err := conns[0].Delete(ctx, k8sPods, clientv3.WithPrefix()); err != nil {
 		return nil, fmt.Errorf("clearing %s: %w", k8sPods, err)
 	}
-	if err := k.preload(conns, k.pods, podKey, k.value()); err != nil {
+	if err := k.preload(conns, k.pods, podKey, k.sizedValue((k.valMin+k.valMax)/2)); err != nil {
 		return nil, err
 	}
 	for i := range k.hot {
