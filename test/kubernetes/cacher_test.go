@@ -225,40 +225,24 @@ func cached(name string, run func(c *cacherEnv, t *testing.T), opts ...cacherOpt
 // v0.37.2's pkg/storage/cacher/cacher_test.go, in its order. Upstream's
 // empty TODO tests are not listed.
 func cacherSuite() []suiteTest {
-	tests := []suiteTest{
-		cached("Create", func(c *cacherEnv, t *testing.T) { storagetesting.RunTestCreate(c.ctx, t, c.delegator, noValidation) }),
-		cached("CreateWithTTL", func(c *cacherEnv, t *testing.T) { storagetesting.RunTestCreateWithTTL(c.ctx, t, c.delegator) }),
-		cached("CreateWithKeyExist", func(c *cacherEnv, t *testing.T) { storagetesting.RunTestCreateWithKeyExist(c.ctx, t, c.delegator) }),
-		cached("Get", func(c *cacherEnv, t *testing.T) { storagetesting.RunTestGet(c.ctx, t, c.delegator) }),
-		cached("UnconditionalDelete", func(c *cacherEnv, t *testing.T) { storagetesting.RunTestUnconditionalDelete(c.ctx, t, c.delegator) }),
-		cached("ConditionalDelete", func(c *cacherEnv, t *testing.T) { storagetesting.RunTestConditionalDelete(c.ctx, t, c.delegator) }),
-		cached("DeleteWithSuggestion", func(c *cacherEnv, t *testing.T) { storagetesting.RunTestDeleteWithSuggestion(c.ctx, t, c.delegator) }),
-		cached("DeleteWithSuggestionAndConflict", func(c *cacherEnv, t *testing.T) {
-			storagetesting.RunTestDeleteWithSuggestionAndConflict(c.ctx, t, c.delegator)
-		}),
-		cached("DeleteWithSuggestionOfDeletedObject", func(c *cacherEnv, t *testing.T) {
-			storagetesting.RunTestDeleteWithSuggestionOfDeletedObject(c.ctx, t, c.delegator)
-		}),
-		cached("ValidateDeletionWithSuggestion", func(c *cacherEnv, t *testing.T) {
-			storagetesting.RunTestValidateDeletionWithSuggestion(c.ctx, t, c.delegator)
-		}),
-		cached("ValidateDeletionWithOnlySuggestionValid", func(c *cacherEnv, t *testing.T) {
-			storagetesting.RunTestValidateDeletionWithOnlySuggestionValid(c.ctx, t, c.delegator)
-		}),
-		cached("DeleteWithConflict", func(c *cacherEnv, t *testing.T) { storagetesting.RunTestDeleteWithConflict(c.ctx, t, c.delegator) }),
-		{name: "DeleteWithConflictAndMissingExpectedTransformOrDecodeError", run: func(t *testing.T) {
+	tests := []suiteTest{cached("Create", func(c *cacherEnv, t *testing.T) { storagetesting.RunTestCreate(c.ctx, t, c.delegator, noValidation) })}
+	for _, r := range basicRuns {
+		tests = append(tests, cached(r.name, func(c *cacherEnv, t *testing.T) { r.run(c.ctx, t, c.delegator) }))
+	}
+	tests = append(tests,
+		suiteTest{name: "DeleteWithConflictAndMissingExpectedTransformOrDecodeError", run: func(t *testing.T) {
 			gate(t, features.AllowUnsafeMalformedObjectDeletion, true)
 			tr := &failableTransformer{Transformer: identity.NewEncryptCheckTransformer()}
 			c := newCacherEnv(t, cacherTransformer(tr))
 			storagetesting.RunTestDeleteWithConflictAndMissingExpectedTransformOrDecodeError(c.ctx, t, c.delegator, tr.setFailing)
 		}},
-		{name: "DeleteWithConflictAndExpectedTransformError", run: func(t *testing.T) {
+		suiteTest{name: "DeleteWithConflictAndExpectedTransformError", run: func(t *testing.T) {
 			gate(t, features.AllowUnsafeMalformedObjectDeletion, true)
 			tr := &failableTransformer{Transformer: identity.NewEncryptCheckTransformer()}
 			c := newCacherEnv(t, cacherTransformer(tr))
 			storagetesting.RunTestDeleteExpectedTransformOrDecodeError(c.ctx, t, c.delegator, tr.setFailing)
 		}},
-		{name: "DeleteWithConflictAndExpectedDecodeError", run: func(t *testing.T) {
+		suiteTest{name: "DeleteWithConflictAndExpectedDecodeError", run: func(t *testing.T) {
 			gate(t, features.AllowUnsafeMalformedObjectDeletion, true)
 			// The test decodes bytes it made undecodable on purpose.
 			etcd3.TestOnlySetFatalOnDecodeError(t, false)
@@ -266,7 +250,7 @@ func cacherSuite() []suiteTest {
 			c := newCacherEnv(t, cacherCodec(codec))
 			storagetesting.RunTestDeleteExpectedTransformOrDecodeError(c.ctx, t, c.delegator, codec.setFailing)
 		}},
-		{name: "DeleteWithSuggestionAndMissingExpectedTransformOrDecodeError", run: func(t *testing.T) {
+		suiteTest{name: "DeleteWithSuggestionAndMissingExpectedTransformOrDecodeError", run: func(t *testing.T) {
 			gate(t, features.AllowUnsafeMalformedObjectDeletion, true)
 			c := newCacherEnv(t)
 			storagetesting.RunTestDeleteWithSuggestionAndMissingExpectedTransformOrDecodeError(c.ctx, t, c.delegator)
@@ -278,7 +262,7 @@ func cacherSuite() []suiteTest {
 			storagetesting.RunTestPreconditionalDeleteWithOnlySuggestionPass(c.ctx, t, c.delegator)
 		}),
 		cached("ListPaging", func(c *cacherEnv, t *testing.T) { storagetesting.RunTestListPaging(c.ctx, t, c.delegator) }),
-	}
+	)
 	for _, snapshot := range []bool{true, false} {
 		// Upstream gives each of these an etcd of its own; List checks the
 		// revisions of the lists the cache sends to etcd, counted from 1.

@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"context"
 	"fmt"
 	"testing"
 
@@ -32,6 +33,25 @@ func gate(t *testing.T, f featuregate.Feature, on bool) {
 	featuregatetesting.SetFeatureGateDuringTest(t, utilfeature.DefaultFeatureGate, f, on)
 }
 
+// basicRuns are the Run* tests both suites call, right after Create and in
+// upstream's order, with nothing but the store under test.
+var basicRuns = []struct {
+	name string
+	run  func(context.Context, *testing.T, storage.Interface)
+}{
+	{"CreateWithTTL", storagetesting.RunTestCreateWithTTL},
+	{"CreateWithKeyExist", storagetesting.RunTestCreateWithKeyExist},
+	{"Get", storagetesting.RunTestGet},
+	{"UnconditionalDelete", storagetesting.RunTestUnconditionalDelete},
+	{"ConditionalDelete", storagetesting.RunTestConditionalDelete},
+	{"DeleteWithSuggestion", storagetesting.RunTestDeleteWithSuggestion},
+	{"DeleteWithSuggestionAndConflict", storagetesting.RunTestDeleteWithSuggestionAndConflict},
+	{"DeleteWithSuggestionOfDeletedObject", storagetesting.RunTestDeleteWithSuggestionOfDeletedObject},
+	{"ValidateDeletionWithSuggestion", storagetesting.RunTestValidateDeletionWithSuggestion},
+	{"ValidateDeletionWithOnlySuggestionValid", storagetesting.RunTestValidateDeletionWithOnlySuggestionValid},
+	{"DeleteWithConflict", storagetesting.RunTestDeleteWithConflict},
+}
+
 // plain is a test that only needs the default store.
 func plain(name string, run func(e *env, t *testing.T)) suiteTest {
 	return suiteTest{name: name, run: func(t *testing.T) { run(newEnv(t), t) }}
@@ -41,46 +61,30 @@ func plain(name string, run func(e *env, t *testing.T)) suiteTest {
 // v0.37.2's pkg/storage/etcd3 tests (store_test.go, watcher_test.go), in
 // their order, with upstream's setup for each.
 func etcd3Suite() []suiteTest {
-	tests := []suiteTest{
-		plain("Create", func(e *env, t *testing.T) { storagetesting.RunTestCreate(e.ctx, t, e.store, e.checkStored()) }),
-		plain("CreateWithTTL", func(e *env, t *testing.T) { storagetesting.RunTestCreateWithTTL(e.ctx, t, e.store) }),
-		plain("CreateWithKeyExist", func(e *env, t *testing.T) { storagetesting.RunTestCreateWithKeyExist(e.ctx, t, e.store) }),
-		plain("Get", func(e *env, t *testing.T) { storagetesting.RunTestGet(e.ctx, t, e.store) }),
-		plain("UnconditionalDelete", func(e *env, t *testing.T) { storagetesting.RunTestUnconditionalDelete(e.ctx, t, e.store) }),
-		plain("ConditionalDelete", func(e *env, t *testing.T) { storagetesting.RunTestConditionalDelete(e.ctx, t, e.store) }),
-		plain("DeleteWithSuggestion", func(e *env, t *testing.T) { storagetesting.RunTestDeleteWithSuggestion(e.ctx, t, e.store) }),
-		plain("DeleteWithSuggestionAndConflict", func(e *env, t *testing.T) {
-			storagetesting.RunTestDeleteWithSuggestionAndConflict(e.ctx, t, e.store)
-		}),
-		plain("DeleteWithSuggestionOfDeletedObject", func(e *env, t *testing.T) {
-			storagetesting.RunTestDeleteWithSuggestionOfDeletedObject(e.ctx, t, e.store)
-		}),
-		plain("ValidateDeletionWithSuggestion", func(e *env, t *testing.T) {
-			storagetesting.RunTestValidateDeletionWithSuggestion(e.ctx, t, e.store)
-		}),
-		plain("ValidateDeletionWithOnlySuggestionValid", func(e *env, t *testing.T) {
-			storagetesting.RunTestValidateDeletionWithOnlySuggestionValid(e.ctx, t, e.store)
-		}),
-		plain("DeleteWithConflict", func(e *env, t *testing.T) { storagetesting.RunTestDeleteWithConflict(e.ctx, t, e.store) }),
-		{name: "DeleteWithConflictAndMissingExpectedTransformOrDecodeError", run: func(t *testing.T) {
+	tests := []suiteTest{plain("Create", func(e *env, t *testing.T) { storagetesting.RunTestCreate(e.ctx, t, e.store, e.checkStored()) })}
+	for _, r := range basicRuns {
+		tests = append(tests, plain(r.name, func(e *env, t *testing.T) { r.run(e.ctx, t, e.store) }))
+	}
+	tests = append(tests,
+		suiteTest{name: "DeleteWithConflictAndMissingExpectedTransformOrDecodeError", run: func(t *testing.T) {
 			gate(t, features.AllowUnsafeMalformedObjectDeletion, true)
 			codec := &failableCodec{Codec: apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)}
 			e := newEnv(t, withCodec(codec))
 			storagetesting.RunTestDeleteWithConflictAndMissingExpectedTransformOrDecodeError(e.ctx, t, e.store, codec.setFailing)
 		}},
-		{name: "DeleteWithConflictAndExpectedTransformError", run: func(t *testing.T) {
+		suiteTest{name: "DeleteWithConflictAndExpectedTransformError", run: func(t *testing.T) {
 			gate(t, features.AllowUnsafeMalformedObjectDeletion, true)
 			tr := &failableTransformer{Transformer: storagetesting.NewPrefixTransformer([]byte(storedPrefix), false)}
 			e := newEnv(t, withTransformer(tr))
 			storagetesting.RunTestDeleteExpectedTransformOrDecodeError(e.ctx, t, e.store, tr.setFailing)
 		}},
-		{name: "DeleteWithConflictAndExpectedDecodeError", run: func(t *testing.T) {
+		suiteTest{name: "DeleteWithConflictAndExpectedDecodeError", run: func(t *testing.T) {
 			gate(t, features.AllowUnsafeMalformedObjectDeletion, true)
 			codec := &failableCodec{Codec: apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)}
 			e := newEnv(t, withCodec(codec))
 			storagetesting.RunTestDeleteExpectedTransformOrDecodeError(e.ctx, t, e.store, codec.setFailing)
 		}},
-		{name: "DeleteWithSuggestionAndMissingExpectedTransformOrDecodeFailure", run: func(t *testing.T) {
+		suiteTest{name: "DeleteWithSuggestionAndMissingExpectedTransformOrDecodeFailure", run: func(t *testing.T) {
 			gate(t, features.AllowUnsafeMalformedObjectDeletion, true)
 			e := newEnv(t)
 			storagetesting.RunTestDeleteWithSuggestionAndMissingExpectedTransformOrDecodeError(e.ctx, t, e.store)
@@ -97,13 +101,13 @@ func etcd3Suite() []suiteTest {
 		}),
 		plain("GetListRecursivePrefix", func(e *env, t *testing.T) { storagetesting.RunTestGetListRecursivePrefix(e.ctx, t, e.store) }),
 		plain("KeySchema", func(e *env, t *testing.T) { storagetesting.RunTestKeySchema(e.ctx, t, e.store) }),
-		{name: "GetListWithErrorAggregation", run: func(t *testing.T) {
+		suiteTest{name: "GetListWithErrorAggregation", run: func(t *testing.T) {
 			gate(t, features.AllowUnsafeMalformedObjectDeletion, true)
 			e := newEnv(t)
 			s := etcd3.NewStoreWithUnsafeCorruptObjectDeletion(e.store, podsResource)
 			storagetesting.RunTestGetListWithErrorAggregation(e.ctx, t, e.overridable(s), corruptErr())
 		}},
-		{name: "GetListWithoutErrorAggregation", run: func(t *testing.T) {
+		suiteTest{name: "GetListWithoutErrorAggregation", run: func(t *testing.T) {
 			gate(t, features.AllowUnsafeMalformedObjectDeletion, false)
 			e := newEnv(t)
 			storagetesting.RunTestGetListWithoutErrorAggregation(e.ctx, t, e.overridable(e.store), corruptErr())
@@ -124,7 +128,7 @@ func etcd3Suite() []suiteTest {
 		plain("TransformationFailure", func(e *env, t *testing.T) {
 			storagetesting.RunTestTransformationFailure(e.ctx, t, e.overridable(e.store))
 		}),
-	}
+	)
 	for _, rangeStream := range []bool{false, true} {
 		tests = append(tests, suiteTest{name: fmt.Sprintf("List/rangeStream=%v", rangeStream), run: func(t *testing.T) {
 			gate(t, features.EtcdRangeStream, rangeStream)
@@ -219,7 +223,7 @@ func watchSuite() []suiteTest {
 		w("ProgressNotify", func(e *env, t *testing.T) {
 			storagetesting.RunOptionalTestProgressNotify(e.ctx, t, e.store, e.increaseRV())
 		}),
-		{name: "Watch/WatchWithUnsafeDelete", run: func(t *testing.T) {
+		suiteTest{name: "Watch/WatchWithUnsafeDelete", run: func(t *testing.T) {
 			gate(t, features.AllowUnsafeMalformedObjectDeletion, true)
 			e := newEnv(t)
 			storagetesting.RunTestWatchWithUnsafeDelete(e.ctx, t, e.overridable(e.store), corruptErr())
