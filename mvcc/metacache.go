@@ -1,12 +1,11 @@
 package mvcc
 
 // metaCache keeps the latest meta of recently written keys for the apply
-// goroutine. Every put and delete reads the key's current meta first; from
-// Pebble that is a seek through the memtables and, after the LSM compacted
-// them into new files, uncached sstable blocks: a fifth of a member's CPU
-// under a write load. etcd keeps every key in an in-memory index; this
-// keeps a bounded number (and absent keys too), so memory stays bounded on
-// any data size while a hot working set is served from memory.
+// goroutine. Every put and delete, and every revision compare of a txn,
+// reads the key's current meta first; from Pebble that is a seek through
+// the memtables and sstables. etcd keeps every key in an in-memory index;
+// this keeps a bounded number (and absent keys too), so memory stays
+// bounded on any data size while the hot keys are served from memory.
 //
 // Only the apply goroutine touches it, and only the apply goroutine changes
 // a key's latest meta, writing through the cache as it writes the batch; a
@@ -22,9 +21,11 @@ type cachedMeta struct {
 	exists bool
 }
 
-// defaultMetaCacheKeys bounds the cache: about 100 bytes per key plus the
-// key itself.
-const defaultMetaCacheKeys = 128 << 10
+// defaultMetaCacheKeys bounds the cache. It is for the hot keys (a
+// Kubernetes cluster's leases, endpoints, busy objects): Pebble's bloom
+// filters and block cache serve the rest well, and each entry costs a few
+// hundred bytes of heap.
+const defaultMetaCacheKeys = 4096
 
 func newMetaCache(max int) *metaCache {
 	return &metaCache{max: max, entries: make(map[string]cachedMeta)}

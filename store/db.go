@@ -40,7 +40,7 @@ var ErrNotFound = errors.New("store: key not found")
 // Open opens (creating if needed) the Pebble instance at cfg.Dir.
 func Open(cfg Config) (*DB, error) {
 	if cfg.CacheSize <= 0 {
-		cfg.CacheSize = 64 << 20
+		cfg.CacheSize = 24 << 20
 	}
 	if cfg.MemTableSize == 0 {
 		cfg.MemTableSize = 16 << 20
