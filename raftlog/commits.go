@@ -43,12 +43,11 @@ type commitTransport struct {
 	*raft.NetworkTransport
 	stopCh <-chan struct{}
 
-	mu       sync.Mutex
-	raft     *raft.Raft // set once Raft runs
-	header   raft.RPCHeader
-	applied  entryID // the leader's last applied entry
-	peers    map[raft.ServerID]*peerCommits
-	hdrReady bool
+	mu      sync.Mutex
+	raft    *raft.Raft // set once Raft runs; nil until then
+	header  raft.RPCHeader
+	applied entryID // the leader's last applied entry
+	peers   map[raft.ServerID]*peerCommits
 }
 
 // entryID names a log entry.
@@ -73,7 +72,7 @@ func newCommitTransport(t *raft.NetworkTransport, stopCh <-chan struct{}) *commi
 // the sender, as Raft's own messages do.
 func (t *commitTransport) start(r *raft.Raft, header raft.RPCHeader) {
 	t.mu.Lock()
-	t.raft, t.header, t.hdrReady = r, header, true
+	t.raft, t.header = r, header
 	t.mu.Unlock()
 }
 
@@ -120,11 +119,14 @@ func (t *commitTransport) peer(id raft.ServerID, addr raft.ServerAddress, term u
 // sendEarly queues entries the leader is about to sync for every follower
 // that has everything before them (LogStore.BeforeSync).
 func (t *commitTransport) sendEarly(prev entryID, logs []*raft.Log) {
+	if prev.index == 0 {
+		return
+	}
 	term := logs[len(logs)-1].Term
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := t.raft
-	if prev.index == 0 || !t.hdrReady || r.State() != raft.Leader || r.CurrentTerm() != term {
+	if r == nil || r.State() != raft.Leader || r.CurrentTerm() != term {
 		return
 	}
 	for _, p := range t.peers {
@@ -201,7 +203,7 @@ func (t *commitTransport) notify(p *peerCommits) {
 		if t.applied.index < c.index {
 			c = t.applied
 		}
-		stale := !t.hdrReady || c.index <= p.told || c.index == 0
+		stale := r == nil || c.index <= p.told || c.index == 0
 		if !stale {
 			p.told = c.index
 		}

@@ -35,17 +35,17 @@ func startTrio(t *testing.T, commitTimeout time.Duration) ([]*Node, []*memSM) {
 
 func trioLeader(t *testing.T, nodes []*Node) *Node {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	var leader *Node
+	waitFor(t, 20*time.Second, "a ready leader", func() bool {
 		for _, n := range nodes {
 			if n.IsLeader() && n.readyTerm.Load() == n.Term() {
-				return n
+				leader = n
+				return true
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("no leader")
-	return nil
+		return false
+	})
+	return leader
 }
 
 // A follower applies an entry as soon as the leader commits it, without
@@ -59,13 +59,8 @@ func TestFollowersLearnEachCommitAtOnce(t *testing.T) {
 	for i := range 30 {
 		index := propose(t, leader, fmt.Sprintf("c%d", i))
 		for j, n := range nodes {
-			deadline := time.Now().Add(10 * time.Second)
-			for n.AppliedIndex() < index {
-				if time.Now().After(deadline) {
-					t.Fatalf("write %d: member %d applied %d, the leader committed %d", i, j+1, n.AppliedIndex(), index)
-				}
-				time.Sleep(time.Millisecond)
-			}
+			waitFor(t, 10*time.Second, fmt.Sprintf("member %d to apply write %d (index %d)", j+1, i, index),
+				func() bool { return n.AppliedIndex() >= index })
 		}
 	}
 	_, want, _ := sms[0].snapshot()

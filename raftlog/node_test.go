@@ -125,14 +125,23 @@ func openLeader(t *testing.T, cfg Config, sm StateMachine) *Node {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { n.Close() })
-	deadline := time.Now().Add(20 * time.Second)
-	for !n.IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("single voter did not become leader")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, 20*time.Second, "the single voter to lead", n.IsLeader)
 	return n
+}
+
+// waitFor polls cond until it holds, failing the test after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(d)
+	for !cond() {
+		select {
+		case <-deadline:
+			t.Fatalf("gave up after %v waiting for %s", d, what)
+		case <-tick.C:
+		}
+	}
 }
 
 func propose(t *testing.T, n *Node, cmd string) uint64 {

@@ -113,20 +113,9 @@ func newCacherEnv(t *testing.T, opts ...cacherOption) *cacherEnv {
 	for _, o := range opts {
 		o(&s)
 	}
-	resetFeatureChecker(t)
-	client, kv, lists := newClient(t)
-	wipe(t, client.Client)
-	e := &env{ctx: context.Background(), client: client, kv: kv, lists: lists, codec: s.codec, keyBase: "/registry"}
+	e := openStore(t, s.codec, "/registry", s.transformer, etcd3.NewDefaultLeaseManagerConfig())
+	st := e.store
 	versioner := storage.APIObjectVersioner{}
-	compactor := etcd3.NewCompactor(client.Client, 0, clock.RealClock{}, nil)
-	t.Cleanup(compactor.Stop)
-	st, err := etcd3.New(client, compactor, s.codec, newPod, newPodList, "/registry", "/pods/", podsResource,
-		s.transformer, etcd3.NewDefaultLeaseManagerConfig(), etcd3.NewDefaultDecoder(s.codec, versioner), versioner)
-	if err != nil {
-		t.Fatalf("etcd3.New: %v", err)
-	}
-	t.Cleanup(st.Close)
-	e.store = st
 
 	// Upstream injects one list error so the relist path runs too.
 	listErrors := 1

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -82,14 +83,12 @@ type env struct {
 type setup struct {
 	codec       runtime.Codec
 	transformer value.Transformer // nil: the counting prefix transformer
-	prefix      string
 }
 
 type option func(*setup)
 
 func withCodec(c runtime.Codec) option            { return func(s *setup) { s.codec = c } }
 func withTransformer(tr value.Transformer) option { return func(s *setup) { s.transformer = tr } }
-func withPrefix(p string) option                  { return func(s *setup) { s.prefix = p } }
 
 var podsResource = schema.GroupResource{Resource: "pods"}
 
@@ -149,31 +148,39 @@ func newEnv(t *testing.T, opts ...option) *env {
 	for _, o := range opts {
 		o(&s)
 	}
+	prefix := storagetesting.NewPrefixTransformer([]byte(storedPrefix), false)
+	tr := s.transformer
+	if tr == nil {
+		tr = prefix
+	}
+	swap := &swapTransformer{cur: tr}
+	lease := etcd3.NewDefaultLeaseManagerConfig()
+	lease.ReuseDurationSeconds = 1              // upstream's test setting: the tests wait at most 30s
+	e := openStore(t, s.codec, "", swap, lease) // upstream's prefix: keys are /pods/...
+	e.prefix, e.swap = prefix, swap
+	return e
+}
+
+// openStore connects a new client to a wiped keyspace and builds the etcd3
+// store on it, as upstream's test setups do. Feature gates must be set
+// before it.
+func openStore(t *testing.T, codec runtime.Codec, prefix string, tr value.Transformer, lease etcd3.LeaseManagerConfig) *env {
+	t.Helper()
 	resetFeatureChecker(t)
 	client, kv, lists := newClient(t)
 	wipe(t, client.Client)
-	e := &env{ctx: context.Background(), client: client, kv: kv, lists: lists, codec: s.codec}
-	e.prefix = storagetesting.NewPrefixTransformer([]byte(storedPrefix), false)
-	tr := s.transformer
-	if tr == nil {
-		tr = e.prefix
-	}
-	e.swap = &swapTransformer{cur: tr}
 	versioner := storage.APIObjectVersioner{}
 	compactor := etcd3.NewCompactor(client.Client, 0, clock.RealClock{}, nil)
 	t.Cleanup(compactor.Stop)
-	lease := etcd3.NewDefaultLeaseManagerConfig()
-	lease.ReuseDurationSeconds = 1 // upstream's test setting: the tests wait at most 30s
-	st, err := etcd3.New(client, compactor, s.codec, newPod, newPodList, s.prefix, "/pods/",
-		podsResource, e.swap, lease, etcd3.NewDefaultDecoder(s.codec, versioner), versioner)
+	st, err := etcd3.New(client, compactor, codec, newPod, newPodList, prefix, "/pods/",
+		podsResource, tr, lease, etcd3.NewDefaultDecoder(codec, versioner), versioner)
 	if err != nil {
 		t.Fatalf("etcd3.New: %v", err)
 	}
 	t.Cleanup(st.Close)
-	e.store = st
-	e.keyBase = "/" + s.prefix
-	if s.prefix == "" {
-		e.keyBase = ""
+	e := &env{ctx: context.Background(), client: client, kv: kv, lists: lists, codec: codec, store: st}
+	if prefix != "" {
+		e.keyBase = path.Join("/", prefix) // as the store joins its keys
 	}
 	return e
 }

@@ -8,11 +8,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/ballast-kv/ballast/cmd/internal/endpoints"
 )
 
 // global holds the flags every workload accepts.
@@ -44,15 +45,7 @@ func (g *global) validate() error {
 	return nil
 }
 
-func (g *global) endpointList() []string {
-	var eps []string
-	for _, e := range strings.Split(g.endpoints, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			eps = append(eps, e)
-		}
-	}
-	return eps
-}
+func (g *global) endpointList() []string { return endpoints.Split(g.endpoints) }
 
 // env is what a workload gets to run: parsed global flags, output streams
 // and a context cancelled on interrupt.

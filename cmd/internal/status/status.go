@@ -17,6 +17,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/connectivity"
+
+	"github.com/ballast-kv/ballast/cmd/internal/endpoints"
 )
 
 // config holds the command's flags.
@@ -57,15 +59,7 @@ func (c *config) validate() error {
 	return nil
 }
 
-func (c *config) endpointList() []string {
-	var eps []string
-	for _, e := range strings.Split(c.endpoints, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			eps = append(eps, e)
-		}
-	}
-	return eps
-}
+func (c *config) endpointList() []string { return endpoints.Split(c.endpoints) }
 
 // Main runs `ballast status` with args being what follows "status" on the
 // command line. It returns the process exit status: 0 when every member
