@@ -141,7 +141,8 @@ func (c *compactor) step(done, target int64) (int64, error) {
 		}
 	}
 	b.Set(metaCompactDone, store.AppendUint64(nil, uint64(reached)), nil)
-	return reached, b.Commit(pebble.NoSync)
+	c.s.db.Must("compaction", func() error { return b.Commit(pebble.NoSync) })
+	return reached, nil
 }
 
 // compactKey deletes the versions of key at or below target except the

@@ -103,9 +103,7 @@ func (s *Store) Restore(r io.Reader) error {
 	b := s.db.NewBatch()
 	b.DeleteRange([]byte{0}, []byte{0xff, 0xff, 0xff, 0xff}, nil)
 	b.Set(metaRestoring, []byte{1}, nil)
-	if err := b.Commit(pebble.Sync); err != nil {
-		return err
-	}
+	s.db.Must("snapshot restore", func() error { return b.Commit(pebble.Sync) })
 	b.Close()
 
 	crc := crc32.New(crcTable)
@@ -141,9 +139,7 @@ func (s *Store) Restore(r io.Reader) error {
 		b.Set(key, val, nil)
 		count++
 		if b.Len() >= restoreBatchBytes {
-			if err := b.Commit(pebble.NoSync); err != nil {
-				return err
-			}
+			s.db.Must("snapshot restore", func() error { return b.Commit(pebble.NoSync) })
 			b.Close()
 			b = s.db.NewBatch()
 		}
@@ -158,9 +154,7 @@ func (s *Store) Restore(r io.Reader) error {
 	}
 	b.Delete(metaRestoring, nil)
 	// One synced commit makes every earlier one durable too (one WAL).
-	if err := b.Commit(pebble.Sync); err != nil {
-		return err
-	}
+	s.db.Must("snapshot restore", func() error { return b.Commit(pebble.Sync) })
 	if err := s.load(); err != nil {
 		return err
 	}

@@ -155,7 +155,10 @@ func (s *Store) AppliedIndex() uint64 {
 }
 
 // Sync makes every applied batch durable (before Raft truncates its log).
-func (s *Store) Sync() error { return s.db.LogData(nil, pebble.Sync) }
+func (s *Store) Sync() error {
+	s.db.Must("state sync", func() error { return s.db.LogData(nil, pebble.Sync) })
+	return nil
+}
 
 // Size is the bytes the state occupies on disk.
 func (s *Store) Size() int64 { return s.db.Size() }
@@ -226,7 +229,7 @@ func (s *Store) Apply(entries []Entry) []any {
 		req := &pb.InternalRaftRequest{}
 		if err := proto.Unmarshal(e.Data, req); err != nil {
 			// Entries are produced by Ballast; a bad one means corruption.
-			panic(fmt.Sprintf("mvcc: undecodable entry at index %d: %v", e.Index, err))
+			store.Fatal(s.log, "undecodable raft log entry", fmt.Errorf("entry %d: %w", e.Index, err))
 		}
 		w.begin()
 		res, err := w.apply(req)
@@ -247,11 +250,7 @@ func (s *Store) Apply(entries []Entry) []any {
 	b.Set(metaApplied, store.AppendUint64(nil, last), nil)
 
 	s.mu.Lock()
-	err := b.Commit(pebble.NoSync)
-	if err != nil {
-		s.mu.Unlock()
-		panic(fmt.Sprintf("mvcc: commit applied batch: %v", err))
-	}
+	s.db.Must("apply", func() error { return b.Commit(pebble.NoSync) })
 	s.rev, s.compactRev, s.applied = w.rev, w.compactRev, last
 	s.mu.Unlock()
 

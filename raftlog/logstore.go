@@ -111,9 +111,8 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 		s.BeforeSync(prev, logs)
 	}
 	start := time.Now()
-	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("raftlog: append: %w", err)
-	}
+	// A log that cannot take an append cannot vote or acknowledge anything.
+	s.db.Must("raft log append", func() error { return b.Commit(pebble.Sync) })
 	if s.OnSync != nil {
 		s.OnSync(time.Since(start))
 	}
@@ -127,9 +126,7 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 }
 
 func (s *LogStore) DeleteRange(min, max uint64) error {
-	if err := s.db.DeleteRange(logKey(min), logKey(max+1), pebble.Sync); err != nil {
-		return err
-	}
+	s.db.Must("raft log truncation", func() error { return s.db.DeleteRange(logKey(min), logKey(max+1), pebble.Sync) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if min <= s.first {
@@ -147,7 +144,8 @@ func (s *LogStore) DeleteRange(min, max uint64) error {
 func stableKey(k []byte) []byte { return store.Key(store.PrefixRaftStable, k) }
 
 func (s *LogStore) Set(key, val []byte) error {
-	return s.db.Set(stableKey(key), val, pebble.Sync)
+	s.db.Must("raft term and vote", func() error { return s.db.Set(stableKey(key), val, pebble.Sync) })
+	return nil
 }
 
 func (s *LogStore) Get(key []byte) ([]byte, error) {

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -28,6 +30,7 @@ type Config struct {
 // batches and iterators rather than wrapping each one.
 type DB struct {
 	*pebble.DB
+	log *slog.Logger
 
 	sizeMu sync.Mutex
 	size   int64
@@ -48,11 +51,12 @@ func Open(cfg Config) (*DB, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	log := cfg.Logger.With("component", "pebble", "dir", cfg.Dir)
 	cache := pebble.NewCache(cfg.CacheSize)
 	opts := &pebble.Options{
 		FS:                          cfg.FS,
 		Cache:                       cache,
-		Logger:                      pebbleLogger{cfg.Logger.With("component", "pebble", "dir", cfg.Dir)},
+		Logger:                      pebbleLogger{log},
 		MemTableSize:                cfg.MemTableSize,
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
@@ -83,7 +87,26 @@ func Open(cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
 	}
-	return &DB{DB: db}, nil
+	return &DB{DB: db, log: log}, nil
+}
+
+// Must runs a write (a batch commit, a Set, a LogData) that the member
+// cannot go on without, and stops the member with Fatal if it fails. Pebble
+// panics when it cannot write its WAL (a full disk, say) and is unusable
+// after; the panic is turned into Fatal's one clear line.
+func (db *DB) Must(what string, write func() error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err, ok := r.(error)
+			if !ok {
+				panic(r) // not Pebble reporting an I/O failure: a bug
+			}
+			Fatal(db.log, what, err)
+		}
+	}()
+	if err := write(); err != nil {
+		Fatal(db.log, what, err)
+	}
 }
 
 // GetCopy returns a copy of the value at key, or ErrNotFound.
@@ -134,6 +157,30 @@ func (p pebbleLogger) Errorf(format string, args ...any) {
 	p.l.Error(fmt.Sprintf(format, args...))
 }
 func (p pebbleLogger) Fatalf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...))
-	panic(fmt.Sprintf(format, args...))
+	Fatal(p.l, "storage failure", fmt.Errorf(format, args...))
 }
+
+// ExitStorageFailure is the exit status of a member that stopped because its
+// storage failed.
+const ExitStorageFailure = 3
+
+// Fatal logs a storage failure the member cannot go on from (a write the
+// disk refused, a corrupted file) and exits with ExitStorageFailure. It
+// exits rather than panics: the cause is outside the program, and the
+// operator needs one clear line, not a stack. Nothing acknowledged is lost:
+// writes are acknowledged only once in the synced Raft log of a quorum, and
+// a restarted member replays or re-fetches what it had not applied.
+func Fatal(l *slog.Logger, msg string, err error) {
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		l.Error("disk full: "+msg+" failed; stopping: free space, then restart the member", "err", err)
+	case errors.Is(err, pebble.ErrCorruption):
+		l.Error("corrupted file: "+msg+" failed; stopping: replace the member (remove it, add a new one with an empty data directory)", "err", err)
+	default:
+		l.Error(msg+" failed; stopping", "err", err)
+	}
+	exit(ExitStorageFailure)
+}
+
+// exit is os.Exit; tests replace it.
+var exit = os.Exit

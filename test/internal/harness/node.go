@@ -39,6 +39,10 @@ type Options struct {
 	// behind it (--listen-peer-urls), so every peer connection to it can be
 	// cut, delayed or broken by the connecting member's IP (see Partition).
 	Proxied bool
+	// PrepareDataDir, when set, is called with each member's data directory
+	// path before the member first starts (the directory does not exist
+	// yet), to put it on a filesystem of the test's choosing.
+	PrepareDataDir func(dir string) error
 }
 
 func (o Options) withDefaults() Options {
@@ -147,6 +151,11 @@ func newNode(t testing.TB, bin, name string, index int, opts Options) *Node {
 		t.Cleanup(func() { _ = p.Close() })
 		n.Proxy = p
 		n.PeerURL = "http://" + p.Addr()
+	}
+	if opts.PrepareDataDir != nil {
+		if err := opts.PrepareDataDir(n.DataDir); err != nil {
+			t.Fatalf("harness: %s: prepare data dir: %v", name, err)
+		}
 	}
 	n.LogPath = filepath.Join(t.TempDir(), name+".log")
 	t.Cleanup(n.cleanup) // runs before the proxy's Close: cleanups run last first
@@ -271,6 +280,42 @@ func (n *Node) Client(t testing.TB, configure ...func(*clientv3.Config)) *client
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// Launch starts the node again after it exited or was killed, with the same
+// data directory, ports and flags, and returns without waiting: several
+// members of a cluster that lost its quorum must be started before any can
+// become ready. Follow it with WaitReady or AwaitReady.
+func (n *Node) Launch() {
+	n.t.Helper()
+	if n.Running() {
+		n.t.Fatalf("harness: Launch: %s is running", n.Name)
+	}
+	if n.runs == 0 {
+		n.t.Fatalf("harness: Launch: %s was never started", n.Name)
+	}
+	n.spawn()
+}
+
+// AwaitReady is WaitReady that returns the failure instead of failing the
+// test: for a node that may rightly refuse to start.
+func (n *Node) AwaitReady() error { return n.waitReady() }
+
+// Signal sends sig to the running process (SIGSTOP and SIGCONT, say).
+func (n *Node) Signal(sig syscall.Signal) error {
+	if !n.Running() {
+		return fmt.Errorf("harness: %s is not running", n.Name)
+	}
+	return n.cmd.Process.Signal(sig)
+}
+
+// ExitError is how the last run of the process ended: nil while it runs or
+// if it exited with status 0.
+func (n *Node) ExitError() error {
+	if n.cmd == nil || n.Running() {
+		return nil
+	}
+	return n.werr
 }
 
 // WaitReady polls the node until Status and a linearizable Get succeed, the
