@@ -204,6 +204,9 @@ func (n *Node) start() error {
 	if err != nil {
 		return err
 	}
+	if err := n.checkLogCoversApplied(snaps); err != nil {
+		return err
+	}
 	if existing {
 		n.solo = n.soleVoter(snaps)
 	} else {
@@ -236,6 +239,32 @@ func (n *Node) start() error {
 	})
 	n.wg.Add(1)
 	go n.watchLeadership()
+	return nil
+}
+
+// ErrLogBehindState is returned by Open when the Raft log ends before the
+// last entry the state machine applied: the log lost entries it had synced
+// (a damaged or truncated file), which a member must never do silently,
+// since it may have acknowledged them to a leader.
+var ErrLogBehindState = errors.New("raftlog: the raft log lost entries the state had applied (damaged or truncated raft log)")
+
+// checkLogCoversApplied compares the end of the log (or of the latest
+// snapshot, when a snapshot replaced the log) with the state machine's
+// applied index. The state applies only committed entries, which this
+// member's log held, synced, before they were applied.
+func (n *Node) checkLogCoversApplied(snaps raft.SnapshotStore) error {
+	applied := n.fsm.sm.AppliedIndex()
+	last, err := n.logs.LastIndex()
+	if err != nil {
+		return err
+	}
+	end := last
+	if metas, err := snaps.List(); err == nil && len(metas) > 0 {
+		end = max(end, metas[0].Index)
+	}
+	if applied > end {
+		return fmt.Errorf("%w: the log and snapshots end at index %d, the state applied up to %d", ErrLogBehindState, end, applied)
+	}
 	return nil
 }
 

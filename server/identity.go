@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
+	"hash/crc32"
 	"errors"
 	"fmt"
 	"os"
@@ -54,9 +56,9 @@ func (s *Server) identify() ([]raftlog.Server, error) {
 	got, err := os.ReadFile(path)
 	switch {
 	case err == nil:
-		var mid, mcid uint64
-		if _, err := fmt.Sscanf(string(got), "member %x cluster %x\n", &mid, &mcid); err != nil {
-			return nil, fmt.Errorf("data dir %s: unreadable member file: %q", cfg.DataDir, got)
+		mid, mcid, err := parseMemberFile(got)
+		if err != nil {
+			return nil, fmt.Errorf("data dir %s: %w: replace the member (remove it, then add a new one with an empty data directory)", cfg.DataDir, err)
 		}
 		if cfg.InitialClusterState == "new" && (mid != id || mcid != cid) {
 			return nil, fmt.Errorf("data dir %s belongs to member %x of cluster %x, not to this member (%x of cluster %x): check --initial-cluster, --initial-advertise-peer-urls and --initial-cluster-token", cfg.DataDir, mid, mcid, id, cid)
@@ -75,10 +77,63 @@ func (s *Server) identify() ([]raftlog.Server, error) {
 	} else if err := s.joinExisting(peers); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(path, []byte(fmt.Sprintf("member %x cluster %x\n", s.id, s.clusterID)), 0o600); err != nil {
+	if err := writeFileSynced(path, memberFile(s.id, s.clusterID)); err != nil {
 		return nil, err
 	}
 	return bootstrap, nil
+}
+
+// The member file holds the member's and the cluster's ids, with a checksum
+// so that a damaged file reads as damaged, not as some other member's.
+const memberFileFormat = "member %016x cluster %016x crc %08x\n"
+
+func memberFile(id, cid uint64) []byte {
+	return fmt.Appendf(nil, memberFileFormat, id, cid, memberFileCRC(id, cid))
+}
+
+func memberFileCRC(id, cid uint64) uint32 {
+	return crc32.ChecksumIEEE(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, id), cid))
+}
+
+func parseMemberFile(b []byte) (id, cid uint64, err error) {
+	var crc uint32
+	if n, _ := fmt.Sscanf(string(b), memberFileFormat, &id, &cid, &crc); n != 3 || string(memberFile(id, cid)) != string(b) {
+		return 0, 0, fmt.Errorf("corrupted member file: %q", b)
+	}
+	if crc != memberFileCRC(id, cid) {
+		return 0, 0, fmt.Errorf("corrupted member file (checksum mismatch): %q", b)
+	}
+	return id, cid, nil
+}
+
+// writeFileSynced writes a file whole or not at all, durably: a temporary
+// file, synced, renamed over the target, and the directory synced.
+func writeFileSynced(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }
 
 // checkNotBootstrapped refuses to bootstrap next to running members of

@@ -182,6 +182,9 @@ func (c *cluster) leader() (*harness.Node, error) {
 		var leader uint64
 		agree := true
 		for _, n := range c.nodes {
+			if !n.Running() {
+				continue
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			st, err := c.admin.Status(ctx, strings.TrimPrefix(n.ClientURL, "http://"))
 			cancel()

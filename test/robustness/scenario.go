@@ -140,7 +140,7 @@ func (c *cluster) noteCorruption(n *harness.Node, what string, readyErr error) {
 	}
 	note.Panicked = strings.Contains(log, "panic:") || strings.Contains(log, "goroutine ")
 	if note.Detected {
-		note.Message = lastLines(log, 3)
+		note.Message = exitReason(log)
 	}
 	c.mu.Lock()
 	c.res.Corruption = append(c.res.Corruption, note)
