@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 FUZZTIME ?= 20s
 
-.PHONY: build test test-kubernetes test-unit test-e2e fuzz bench bench-compare lint verify etcd-ref clean
+.PHONY: build test test-kubernetes test-robustness test-robustness-ci test-unit test-e2e fuzz bench bench-compare lint verify etcd-ref clean
 
 build:
 	$(GO) build -o bin/ballast ./cmd/ballast
@@ -17,12 +17,30 @@ etcd-ref:
 # then Kubernetes' own storage tests (a module of their own, test/kubernetes)
 # against a three-member Ballast cluster and a three-member etcd. Run in the
 # module's directory, go test prints the suite's pass/fail summary lines.
+# Last, the fixed-seed fault scenarios, alone: they inject timed faults, and
+# other packages' tests running beside them would only blur the timings.
 test: etcd-ref
-	$(GO) test -race -timeout 20m $(PKGS)
+	$(GO) test -race -timeout 20m -skip '^TestRobustness$$' $(PKGS)
 	$(MAKE) test-kubernetes
+	$(MAKE) test-robustness-ci
 
 test-kubernetes: etcd-ref
 	cd test/kubernetes && $(GO) test -count=1 -timeout 20m
+
+# The fixed-seed fault scenarios CI runs: every fault at least once
+# (test/robustness, docs/robustness.md). Needs root, for the tmpfs of the
+# disk-full fault.
+test-robustness-ci:
+	$(GO) test -count=1 -timeout 15m -run '^TestRobustness$$' ./test/robustness
+
+# Random scenarios (fault x traffic x cluster size 1/3/5) for ROBUSTNESS_FOR,
+# each result appended to ROBUSTNESS_REPORT; a failing history is saved as
+# porcupine's HTML view under ROBUSTNESS_ARTIFACTS. Seed: ROBUSTNESS_SEED.
+ROBUSTNESS_FOR    ?= 10m
+ROBUSTNESS_REPORT ?= robustness-report.jsonl
+test-robustness:
+	ROBUSTNESS_FOR=$(ROBUSTNESS_FOR) ROBUSTNESS_REPORT=$(ROBUSTNESS_REPORT) \
+	  $(GO) test -count=1 -timeout 0 -v -run '^TestRobustness$$' ./test/robustness
 
 test-unit:
 	$(GO) test -race $$($(GO) list ./... | grep -v /test/)

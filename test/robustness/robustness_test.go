@@ -42,9 +42,12 @@ func TestRobustness(t *testing.T) {
 		defer f.Close()
 		report = json.NewEncoder(f)
 	}
+	var results []*result
+	defer func() { t.Log("summary:\n" + summarize(results)) }()
 	runOne := func(sc scenario) {
 		t.Run(sc.String(), func(t *testing.T) {
 			res := run(t, sc, 2*time.Minute)
+			results = append(results, res)
 			t.Log(res.summary())
 			if report != nil {
 				if err := report.Encode(res); err != nil {

@@ -1,0 +1,113 @@
+package robustness
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// summarize aggregates the results of a run into the figures
+// docs/robustness.md reports.
+func summarize(results []*result) string {
+	var b strings.Builder
+	type perFault struct {
+		scenarios, injected, ops, violations int
+		converge                             []time.Duration
+	}
+	by := map[string]*perFault{}
+	var gaps []time.Duration
+	var ops, stale, revs, violations int
+	corrupt := map[string][2]int{} // file kind -> {refused to start, started and agreed}
+	var panics int
+	for _, r := range results {
+		f := by[r.Fault]
+		if f == nil {
+			f = &perFault{}
+			by[r.Fault] = f
+		}
+		f.scenarios++
+		f.injected += r.Injected
+		f.ops += r.Ops
+		f.violations += len(r.Violations)
+		if r.Converge > 0 {
+			f.converge = append(f.converge, r.Converge)
+		}
+		gaps = append(gaps, r.WriteGaps...)
+		ops += r.Ops
+		stale += r.Stale
+		revs += r.Revisions
+		violations += len(r.Violations)
+		for _, c := range r.Corruption {
+			kind := fileKind(c.What)
+			n := corrupt[kind]
+			if c.Detected {
+				n[0]++
+			} else {
+				n[1]++
+			}
+			corrupt[kind] = n
+			if c.Panicked {
+				panics++
+			}
+		}
+	}
+	fmt.Fprintf(&b, "%d histories, %d operations checked for linearizability, %d stale reads, %d watched revisions, %d violations\n",
+		len(results), ops, stale, revs, violations)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "fault\tscenarios\tinjected\toperations\tviolations\tconverge p50\tconverge max")
+	for _, name := range slices.Sorted(maps.Keys(by)) {
+		f := by[name]
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%v\t%v\n", name, f.scenarios, f.injected, f.ops, f.violations,
+			quantile(f.converge, 0.5), quantile(f.converge, 1))
+	}
+	tw.Flush()
+	if len(gaps) > 0 {
+		fmt.Fprintf(&b, "leader kill -> first acknowledged write: %d kills, p50 %v, p99 %v, max %v\n",
+			len(gaps), quantile(gaps, 0.5), quantile(gaps, 0.99), quantile(gaps, 1))
+	}
+	if len(corrupt) > 0 {
+		fmt.Fprintf(&b, "corrupted files (%d panics):\n", panics)
+		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "file\trefused to start\tstarted (and agreed)")
+		for _, k := range slices.Sorted(maps.Keys(corrupt)) {
+			fmt.Fprintf(tw, "%s\t%d\t%d\n", k, corrupt[k][0], corrupt[k][1])
+		}
+		tw.Flush()
+	}
+	return b.String()
+}
+
+// fileKind names the kind of file a corruption note is about.
+func fileKind(what string) string {
+	for _, k := range []struct{ match, name string }{
+		{"raft/OPTIONS", "OPTIONS (Pebble's options record)"}, {"state/OPTIONS", "OPTIONS (Pebble's options record)"},
+		{"MANIFEST", "MANIFEST"}, {"raft/0", "raft log "}, {"state/0", "state "}, {"member", "member file"},
+		{"snap/", "raft snapshot"},
+	} {
+		if i := strings.Index(what, k.match); i >= 0 {
+			if strings.HasSuffix(k.name, " ") {
+				rest := what[i:]
+				if j := strings.IndexAny(rest, " ("); j >= 0 {
+					rest = rest[:j]
+				}
+				ext := rest[strings.LastIndex(rest, ".")+1:]
+				return k.name + map[string]string{"log": "WAL", "sst": "sstable", "blob": "blob file"}[ext]
+			}
+			return k.name
+		}
+	}
+	return "other"
+}
+
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[min(len(s)-1, int(q*float64(len(s))))].Round(time.Millisecond)
+}
