@@ -161,7 +161,7 @@ func (s *Store) Sync() error {
 }
 
 // Size is the bytes the state occupies on disk.
-func (s *Store) Size() int64 { return s.db.Size() }
+func (s *Store) Size() store.Size { return s.db.Size() }
 
 // Alarms returns the active alarms.
 func (s *Store) Alarms() []*pb.AlarmMember {

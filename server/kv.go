@@ -120,7 +120,7 @@ func (s *Server) checkQuota(ctx context.Context, r *pb.InternalRaftRequest) erro
 	if cost == 0 || s.cfg.QuotaBackendBytes < 0 {
 		return nil
 	}
-	if s.kv.Size()+cost < s.cfg.QuotaBackendBytes {
+	if s.kv.Size().InUse+cost < s.cfg.QuotaBackendBytes {
 		return nil
 	}
 	s.propose(ctx, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: s.id, Alarm: pb.AlarmType_NOSPACE}})

@@ -21,8 +21,8 @@ func (s *Server) status() *pb.StatusResponse {
 	resp := &pb.StatusResponse{
 		Header:           s.header(nil),
 		Version:          Version,
-		DbSize:           size,
-		DbSizeInUse:      size,
+		DbSize:           size.Total,
+		DbSizeInUse:      size.InUse,
 		RaftIndex:        s.node.CommitIndex(),
 		RaftTerm:         s.node.Term(),
 		RaftAppliedIndex: s.node.AppliedIndex(),
@@ -80,6 +80,7 @@ func (m *maintenanceServer) Defragment(ctx context.Context, _ *pb.DefragmentRequ
 	if err := m.s.stateDB.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
 		return nil, toGRPC(err)
 	}
+	m.s.stateDB.RefreshSize() // the quota sees the space freed at once
 	return &pb.DefragmentResponse{Header: m.s.header(nil)}, nil
 }
 

@@ -33,7 +33,7 @@ type DB struct {
 	log *slog.Logger
 
 	sizeMu sync.Mutex
-	size   int64
+	size   Size
 	sizeAt time.Time
 }
 
@@ -163,16 +163,41 @@ func (db *DB) Close() error {
 	return db.DB.Close()
 }
 
-// Size is the bytes the instance occupies on disk, at most sizeMaxAge old:
-// computing Pebble's metrics is too costly for every write's quota check.
-func (db *DB) Size() int64 {
+// Size is what an instance occupies on disk.
+type Size struct {
+	// Total is every byte of its files, including space Pebble has not
+	// handed back yet: obsolete files awaiting deletion, WAL files kept for
+	// reuse. Like the size of etcd's bbolt file, free pages and all.
+	Total int64
+	// InUse is the bytes of live data: the tables and blob files of the
+	// current version and the WAL of unflushed memtables. What the quota
+	// is checked against: it shrinks as soon as compactions drop deleted
+	// data, the way etcd's in-use size does after a defragmentation.
+	InUse int64
+}
+
+// Size returns the instance's sizes, at most sizeMaxAge old: computing
+// Pebble's metrics is too costly for every write's quota check.
+func (db *DB) Size() Size {
 	db.sizeMu.Lock()
 	defer db.sizeMu.Unlock()
 	if time.Since(db.sizeAt) > sizeMaxAge {
-		db.size = int64(db.Metrics().DiskSpaceUsage())
+		m := db.Metrics()
+		db.size = Size{
+			Total: int64(m.DiskSpaceUsage()),
+			InUse: int64(m.WAL.Size + m.Table.Local.LiveSize + m.BlobFiles.Local.LiveSize),
+		}
 		db.sizeAt = time.Now()
 	}
 	return db.size
+}
+
+// RefreshSize makes the next Size call read Pebble's metrics afresh: after a
+// compaction that an operator waits on, say.
+func (db *DB) RefreshSize() {
+	db.sizeMu.Lock()
+	db.sizeAt = time.Time{}
+	db.sizeMu.Unlock()
 }
 
 const sizeMaxAge = 250 * time.Millisecond
