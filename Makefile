@@ -31,7 +31,9 @@ test-kubernetes: etcd-ref
 # (test/robustness, docs/robustness.md). Needs root, for the tmpfs of the
 # disk-full fault.
 test-robustness-ci:
-	$(GO) test -count=1 -timeout 15m -run '^TestRobustness$$' ./test/robustness
+	ROBUSTNESS_SUMMARY=$(CURDIR)/robustness-summary.txt \
+	  $(GO) test -count=1 -timeout 15m -run '^TestRobustness$$' ./test/robustness
+	@cat robustness-summary.txt
 
 # Random scenarios (fault x traffic x cluster size 1/3/5) for ROBUSTNESS_FOR,
 # each result appended to ROBUSTNESS_REPORT; a failing history is saved as
@@ -39,8 +41,9 @@ test-robustness-ci:
 ROBUSTNESS_FOR    ?= 10m
 ROBUSTNESS_REPORT ?= robustness-report.jsonl
 test-robustness:
-	ROBUSTNESS_FOR=$(ROBUSTNESS_FOR) ROBUSTNESS_REPORT=$(ROBUSTNESS_REPORT) \
+	ROBUSTNESS_FOR=$(ROBUSTNESS_FOR) ROBUSTNESS_REPORT=$(ROBUSTNESS_REPORT) ROBUSTNESS_SUMMARY=$(CURDIR)/robustness-summary.txt \
 	  $(GO) test -count=1 -timeout 0 -v -run '^TestRobustness$$' ./test/robustness
+	@cat robustness-summary.txt
 
 test-unit:
 	$(GO) test -race $$($(GO) list ./... | grep -v /test/)

@@ -19,6 +19,7 @@ import (
 //	ROBUSTNESS_FAULTS=a,b     only these faults
 //	ROBUSTNESS_DURATION=10s   traffic per scenario
 //	ROBUSTNESS_REPORT=path    append each scenario's result to this file, as JSON lines
+//	ROBUSTNESS_SUMMARY=path   write the run's summary (docs/robustness.md's figures) to this file
 //	ROBUSTNESS_ARTIFACTS=dir  where failing histories are saved (porcupine's HTML view)
 func TestRobustness(t *testing.T) {
 	dur := envDuration(t, "ROBUSTNESS_DURATION", 8*time.Second)
@@ -43,7 +44,15 @@ func TestRobustness(t *testing.T) {
 		report = json.NewEncoder(f)
 	}
 	var results []*result
-	defer func() { t.Log("summary:\n" + summarize(results)) }()
+	defer func() {
+		sum := summarize(results)
+		t.Log("summary:\n" + sum)
+		if path := os.Getenv("ROBUSTNESS_SUMMARY"); path != "" {
+			if err := os.WriteFile(path, []byte(sum), 0o644); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
 	runOne := func(sc scenario) {
 		t.Run(sc.String(), func(t *testing.T) {
 			res := run(t, sc, 2*time.Minute)
