@@ -109,7 +109,7 @@ var faults = []fault{
 		harness.DelayLinks(c.nodes, time.Duration(20+c.rng.IntN(80))*time.Millisecond)
 		c.sleep(2*time.Second, 3*time.Second)
 		harness.DelayLinks(c.nodes, 0)
-		return nil
+		return c.measureHeal()
 	}},
 	{"drop-peers", 3, func(c *cluster) error {
 		for _, n := range c.nodes {
@@ -137,7 +137,26 @@ func (c *cluster) sleep(lo, hi time.Duration) {
 func (c *cluster) holdThenHeal() error {
 	c.sleep(2*time.Second, 3*time.Second)
 	harness.HealAll(c.nodes)
-	c.noteHeal()
+	return c.measureHeal()
+}
+
+// measureHeal times how long after a heal every member answers HashKV, at
+// the revision the cluster had when it healed, with one hash: the cut-off
+// members have caught up and agree.
+func (c *cluster) measureHeal() error {
+	healed := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	resp, err := c.admin.Get(ctx, "/rb-heal-probe")
+	cancel()
+	if err != nil {
+		return fmt.Errorf("after healing: %w", err)
+	}
+	if err := c.converge(resp.Header.Revision); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.res.HealConverge = append(c.res.HealConverge, time.Since(healed))
+	c.mu.Unlock()
 	return nil
 }
 

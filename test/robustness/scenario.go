@@ -57,6 +57,9 @@ type result struct {
 	// Converge: from the end of the faults (every link healed, every member
 	// started) until every member's HashKV at the final revision agreed.
 	Converge time.Duration
+	// HealConverge: after each partition, drop or delay healed, the time
+	// until every member's HashKV agreed at the revision of the heal.
+	HealConverge []time.Duration
 	// DiskFull and Corruption describe what each such fault did.
 	DiskFull   []string
 	Corruption []corruptionNote
@@ -117,8 +120,6 @@ func (c *cluster) noteKill() {
 	c.kills = append(c.kills, c.h.now())
 	c.mu.Unlock()
 }
-
-func (c *cluster) noteHeal() {}
 
 func (c *cluster) noteDiskFull(n *harness.Node) {}
 

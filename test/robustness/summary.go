@@ -16,7 +16,7 @@ func summarize(results []*result) string {
 	var b strings.Builder
 	type perFault struct {
 		scenarios, injected, ops, violations int
-		converge                             []time.Duration
+		converge, heal                       []time.Duration
 	}
 	by := map[string]*perFault{}
 	var gaps []time.Duration
@@ -36,6 +36,7 @@ func summarize(results []*result) string {
 		if r.Converge > 0 {
 			f.converge = append(f.converge, r.Converge)
 		}
+		f.heal = append(f.heal, r.HealConverge...)
 		gaps = append(gaps, r.WriteGaps...)
 		ops += r.Ops
 		stale += r.Stale
@@ -58,11 +59,15 @@ func summarize(results []*result) string {
 	fmt.Fprintf(&b, "%d histories, %d operations checked for linearizability, %d stale reads, %d watched revisions, %d violations\n",
 		len(results), ops, stale, revs, violations)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "fault\tscenarios\tinjected\toperations\tviolations\tconverge p50\tconverge max")
+	fmt.Fprintln(tw, "fault\tscenarios\tinjected\toperations\tviolations\tHashKV agree after heal p50/max\tat the end p50/max")
 	for _, name := range slices.Sorted(maps.Keys(by)) {
 		f := by[name]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%v\t%v\n", name, f.scenarios, f.injected, f.ops, f.violations,
-			quantile(f.converge, 0.5), quantile(f.converge, 1))
+		heal := "-"
+		if len(f.heal) > 0 {
+			heal = fmt.Sprintf("%v / %v", quantile(f.heal, 0.5), quantile(f.heal, 1))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%v / %v\n", name, f.scenarios, f.injected, f.ops, f.violations,
+			heal, quantile(f.converge, 0.5), quantile(f.converge, 1))
 	}
 	tw.Flush()
 	if len(gaps) > 0 {
