@@ -196,11 +196,23 @@ func (s *Server) closePeers() {
 		s.peerRaft.shut()
 		s.peerFwd.shut()
 	}
-	if s.peerGRPC != nil {
-		s.peerGRPC.Stop()
-	}
 	s.peers.close()
 	s.forwarder.close()
+}
+
+// stopGRPC lets a server's calls in flight finish for up to two seconds,
+// then cuts the rest.
+func stopGRPC(srv *grpc.Server) {
+	if srv == nil {
+		return
+	}
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(2 * time.Second):
+		srv.Stop()
+	}
 }
 
 // refused logs a peer of another cluster trying to reach this member.
@@ -284,18 +296,14 @@ func (s *Server) Close() error {
 		for _, m := range s.muxes {
 			m.Close()
 		}
-		if s.grpc != nil {
-			stopped := make(chan struct{})
-			go func() { s.grpc.GracefulStop(); close(stopped) }()
-			select {
-			case <-stopped:
-			case <-time.After(2 * time.Second):
-				s.grpc.Stop()
-			}
-		}
+		stopGRPC(s.grpc)
 		if s.http != nil {
 			s.http.Close()
 		}
+		// Peers' requests (Status, reads) read the data too: stop serving
+		// them before it is closed. Raft's own connections stay until the
+		// node is closed.
+		stopGRPC(s.peerGRPC)
 		s.wg.Wait()
 		err = errors.Join(s.node.Close(), s.kv.Sync(), s.kv.Close(), s.stateDB.Close())
 		s.closePeers()
