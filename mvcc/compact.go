@@ -141,7 +141,7 @@ func (c *compactor) step(done, target int64) (int64, error) {
 		}
 	}
 	b.Set(metaCompactDone, store.AppendUint64(nil, uint64(reached)), nil)
-	c.s.db.Must("compaction", func() error { return b.Commit(pebble.NoSync) })
+	c.s.db.MustCommit("compaction", b, pebble.NoSync)
 	return reached, nil
 }
 

@@ -103,7 +103,7 @@ func (s *Store) Restore(r io.Reader) error {
 	b := s.db.NewBatch()
 	b.DeleteRange([]byte{0}, []byte{0xff, 0xff, 0xff, 0xff}, nil)
 	b.Set(metaRestoring, []byte{1}, nil)
-	s.db.Must("snapshot restore", func() error { return b.Commit(pebble.Sync) })
+	s.db.MustCommit("snapshot restore", b, pebble.Sync)
 	b.Close()
 
 	crc := crc32.New(crcTable)
@@ -139,7 +139,7 @@ func (s *Store) Restore(r io.Reader) error {
 		b.Set(key, val, nil)
 		count++
 		if b.Len() >= restoreBatchBytes {
-			s.db.Must("snapshot restore", func() error { return b.Commit(pebble.NoSync) })
+			s.db.MustCommit("snapshot restore", b, pebble.NoSync)
 			b.Close()
 			b = s.db.NewBatch()
 		}
@@ -154,7 +154,7 @@ func (s *Store) Restore(r io.Reader) error {
 	}
 	b.Delete(metaRestoring, nil)
 	// One synced commit makes every earlier one durable too (one WAL).
-	s.db.Must("snapshot restore", func() error { return b.Commit(pebble.Sync) })
+	s.db.MustCommit("snapshot restore", b, pebble.Sync)
 	if err := s.load(); err != nil {
 		return err
 	}

@@ -250,7 +250,7 @@ func (s *Store) Apply(entries []Entry) []any {
 	b.Set(metaApplied, store.AppendUint64(nil, last), nil)
 
 	s.mu.Lock()
-	s.db.Must("apply", func() error { return b.Commit(pebble.NoSync) })
+	s.db.MustCommit("apply", b, pebble.NoSync)
 	s.rev, s.compactRev, s.applied = w.rev, w.compactRev, last
 	s.mu.Unlock()
 

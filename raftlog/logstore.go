@@ -112,7 +112,7 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	}
 	start := time.Now()
 	// A log that cannot take an append cannot vote or acknowledge anything.
-	s.db.Must("raft log append", func() error { return b.Commit(pebble.Sync) })
+	s.db.MustCommit("raft log append", b, pebble.Sync)
 	if s.OnSync != nil {
 		s.OnSync(time.Since(start))
 	}

@@ -139,6 +139,11 @@ func (db *DB) Must(what string, write func() error) {
 	}
 }
 
+// MustCommit commits b through Must.
+func (db *DB) MustCommit(what string, b *pebble.Batch, o *pebble.WriteOptions) {
+	db.Must(what, func() error { return b.Commit(o) })
+}
+
 // GetCopy returns a copy of the value at key, or ErrNotFound.
 func GetCopy(r pebble.Reader, key []byte) ([]byte, error) {
 	v, closer, err := r.Get(key)

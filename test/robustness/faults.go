@@ -307,26 +307,17 @@ func (c *cluster) fillDisk() error {
 	if err != nil {
 		return err
 	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(filepath.Dir(filler), &st); err != nil {
-		f.Close()
-		return err
-	}
-	free := int64(st.Bavail) * st.Bsize
-	// Fill in pieces: the last ones fail with ENOSPC, which is the point.
+	// Write until the filesystem refuses (ENOSPC, the point), in large
+	// pieces and then in pages, so that not a page is left.
 	buf := make([]byte, 1<<20)
-	for written := int64(0); written < free; written += int64(len(buf)) {
-		if _, err := f.Write(buf); err != nil {
-			break
-		}
-	}
-	for {
-		if _, err := f.Write(buf[:4096]); err != nil {
-			break
+	for _, piece := range [][]byte{buf, buf[:4096]} {
+		for {
+			if _, err := f.Write(piece); err != nil {
+				break
+			}
 		}
 	}
 	f.Close()
-	c.noteDiskFull(n)
 	c.sleep(2*time.Second, 3*time.Second)
 	if err := os.Remove(filler); err != nil {
 		return err
@@ -349,13 +340,13 @@ func (c *cluster) corruptFollower() error {
 		return err
 	}
 	n.Kill()
-	what, err := corrupt(n.DataDir, c.rng)
+	file, what, err := corrupt(n.DataDir, c.rng)
 	if err != nil {
 		return err
 	}
 	n.Launch()
 	readyErr := n.AwaitReady()
-	c.noteCorruption(n, what, readyErr)
+	c.noteCorruption(n, file, what, readyErr)
 	if readyErr != nil {
 		n.Kill()
 		return c.replace(n)
@@ -364,11 +355,11 @@ func (c *cluster) corruptFollower() error {
 }
 
 // corrupt damages one file under dir: a flipped bit at a random offset, or
-// (one time in four) a truncation to a random length. It describes what it
-// did.
-func corrupt(dir string, rng *rand.Rand) (string, error) {
+// (one time in four) a truncation to a random length. It returns the file,
+// relative to dir, and what it did.
+func corrupt(dir string, rng *rand.Rand) (file, what string, err error) {
 	var files []string
-	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+	err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -378,37 +369,37 @@ func corrupt(dir string, rng *rand.Rand) (string, error) {
 		return nil
 	})
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if len(files) == 0 {
-		return "", errors.New("no files to corrupt")
+		return "", "", errors.New("no files to corrupt")
 	}
 	path := files[rng.IntN(len(files))]
 	rel, _ := filepath.Rel(dir, path)
 	info, err := os.Stat(path)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if rng.IntN(4) == 0 {
 		size := rng.Int64N(info.Size())
-		return fmt.Sprintf("truncated %s from %d to %d bytes", rel, info.Size(), size), os.Truncate(path, size)
+		return rel, fmt.Sprintf("truncated %s from %d to %d bytes", rel, info.Size(), size), os.Truncate(path, size)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer f.Close()
 	off := rng.Int64N(info.Size())
 	b := make([]byte, 1)
 	if _, err := f.ReadAt(b, off); err != nil {
-		return "", err
+		return "", "", err
 	}
 	bit := rng.IntN(8)
 	b[0] ^= 1 << bit
 	if _, err := f.WriteAt(b, off); err != nil {
-		return "", err
+		return "", "", err
 	}
-	return fmt.Sprintf("flipped bit %d at offset %d of %s (%d bytes)", bit, off, rel, info.Size()), nil
+	return rel, fmt.Sprintf("flipped bit %d at offset %d of %s (%d bytes)", bit, off, rel, info.Size()), nil
 }
 
 // setEndpoints points every client at the current members.

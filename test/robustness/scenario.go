@@ -68,6 +68,7 @@ type result struct {
 }
 
 type corruptionNote struct {
+	File     string // relative to the data directory
 	What     string
 	Detected bool   // the member refused to start
 	Message  string // the last lines of its log when it refused
@@ -121,8 +122,6 @@ func (c *cluster) noteKill() {
 	c.mu.Unlock()
 }
 
-func (c *cluster) noteDiskFull(n *harness.Node) {}
-
 func (c *cluster) diskFullOutcome(n *harness.Node) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -133,8 +132,8 @@ func (c *cluster) diskFullOutcome(n *harness.Node) {
 	c.res.DiskFull = append(c.res.DiskFull, fmt.Sprintf("%s stopped (%v): %s", n.Name, n.ExitError(), exitReason(n.Log())))
 }
 
-func (c *cluster) noteCorruption(n *harness.Node, what string, readyErr error) {
-	note := corruptionNote{What: what, Detected: readyErr != nil}
+func (c *cluster) noteCorruption(n *harness.Node, file, what string, readyErr error) {
+	note := corruptionNote{File: file, What: what, Detected: readyErr != nil}
 	log := n.Log()
 	if i := strings.LastIndex(log, "=== harness: run"); i >= 0 {
 		log = log[i:]

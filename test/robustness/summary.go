@@ -3,6 +3,7 @@ package robustness
 import (
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -43,7 +44,7 @@ func summarize(results []*result) string {
 		revs += r.Revisions
 		violations += len(r.Violations)
 		for _, c := range r.Corruption {
-			kind := fileKind(c.What)
+			kind := fileKind(c.File)
 			n := corrupt[kind]
 			if c.Detected {
 				n[0]++
@@ -86,24 +87,25 @@ func summarize(results []*result) string {
 	return b.String()
 }
 
-// fileKind names the kind of file a corruption note is about.
-func fileKind(what string) string {
-	for _, k := range []struct{ match, name string }{
-		{"raft/OPTIONS", "OPTIONS (Pebble's options record)"}, {"state/OPTIONS", "OPTIONS (Pebble's options record)"},
-		{"MANIFEST", "MANIFEST"}, {"raft/0", "raft log "}, {"state/0", "state "}, {"member", "member file"},
-		{"snap/", "raft snapshot"},
-	} {
-		if i := strings.Index(what, k.match); i >= 0 {
-			if strings.HasSuffix(k.name, " ") {
-				rest := what[i:]
-				if j := strings.IndexAny(rest, " ("); j >= 0 {
-					rest = rest[:j]
-				}
-				ext := rest[strings.LastIndex(rest, ".")+1:]
-				return k.name + map[string]string{"log": "WAL", "sst": "sstable", "blob": "blob file"}[ext]
-			}
-			return k.name
-		}
+// fileKind names the kind of a data directory's file (a path relative to it).
+func fileKind(file string) string {
+	dir, base := filepath.Split(file)
+	switch {
+	case base == "member":
+		return "member file"
+	case strings.HasPrefix(base, "OPTIONS"):
+		return "OPTIONS (Pebble's options record)"
+	case strings.HasPrefix(base, "MANIFEST"):
+		return "MANIFEST"
+	case dir == "snap/" || strings.HasPrefix(dir, "snap/"):
+		return "raft snapshot"
+	}
+	kind := map[string]string{"log": "WAL", "sst": "sstable", "blob": "blob file"}[strings.TrimPrefix(filepath.Ext(base), ".")]
+	switch dir {
+	case "raft/":
+		return "raft log " + kind
+	case "state/":
+		return "state " + kind
 	}
 	return "other"
 }

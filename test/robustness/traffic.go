@@ -28,7 +28,6 @@ type record struct {
 	In           input
 	Out          output
 	Call, Return int64
-	Err          string // why the outcome is unknown
 }
 
 // staleRead is a read the model does not order: a serializable Get (Key >=
@@ -200,11 +199,7 @@ func (c *trafficClient) do(in input) {
 		// from a second attempt after the first one revoked the lease.
 		out = output{Unknown: true}
 	}
-	r := record{Client: c.id, In: in, Out: out, Call: call, Return: ret}
-	if err != nil {
-		r.Err = err.Error()
-	}
-	c.h.add(r)
+	c.h.add(record{Client: c.id, In: in, Out: out, Call: call, Return: ret})
 	if !out.Unknown {
 		for _, kv := range out.KVs {
 			c.seen[kv.Key] = kv.Mod

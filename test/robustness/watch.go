@@ -26,8 +26,6 @@ type watchResponse struct {
 	Events          []event
 	CompactRevision int64
 	Progress        bool
-	Canceled        bool
-	Err             string
 }
 
 // watcher watches the whole prefix from a chosen revision for the length of a
@@ -74,10 +72,7 @@ func (w *watcher) run(ctx context.Context) {
 		restart := int64(0)
 		for resp := range ch {
 			r := watchResponse{From: from, Time: w.h.now(), Rev: resp.Header.Revision, CompactRevision: resp.CompactRevision,
-				Progress: resp.IsProgressNotify(), Canceled: resp.Canceled}
-			if err := resp.Err(); err != nil {
-				r.Err = err.Error()
-			}
+				Progress: resp.IsProgressNotify()}
 			for _, ev := range resp.Events {
 				e, err := convertEvent(ev)
 				if err != nil {
