@@ -21,6 +21,12 @@ import (
 // (deletes and reads do not) until an operator frees space and disarms it,
 // and nothing written before is lost. Both servers get the same requests;
 // the transcripts of what they answered must be equal.
+//
+// One difference is allowed, where etcd is weaker: etcd's quota check at
+// apply (etcdserver/apply/quota.go) writes the put and then answers
+// NOSPACE, so under load the put that failed may still be there. Ballast
+// refuses before proposing and never applies a put it answered NOSPACE to:
+// an error means nothing was written.
 func TestOverQuotaLikeEtcd(t *testing.T) {
 	transcripts := map[string][]string{}
 	for _, impl := range []struct{ name, bin string }{
@@ -28,7 +34,7 @@ func TestOverQuotaLikeEtcd(t *testing.T) {
 	} {
 		t.Run(impl.name, func(t *testing.T) {
 			n := harness.Start(t, impl.bin, harness.Options{Args: []string{"--quota-backend-bytes", fmt.Sprint(16 << 20)}})
-			transcripts[impl.name] = overQuota(t, n.Client(t))
+			transcripts[impl.name] = overQuota(t, n.Client(t), impl.name == "etcd")
 		})
 	}
 	e, b := transcripts["etcd"], transcripts["ballast"]
@@ -39,7 +45,8 @@ func TestOverQuotaLikeEtcd(t *testing.T) {
 
 // overQuota fills the store past its quota and returns what each step
 // answered, in a form that does not depend on sizes or timings.
-func overQuota(t *testing.T, cli *clientv3.Client) []string {
+// refusedMayBeWritten allows one more key than the puts that succeeded.
+func overQuota(t *testing.T, cli *clientv3.Client, refusedMayBeWritten bool) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out []string
@@ -82,8 +89,8 @@ func overQuota(t *testing.T, cli *clientv3.Client) []string {
 	note("lease grant", err)
 	resp, err := cli.Get(ctx, "q/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	note("count", err)
-	if err == nil && resp.Count != int64(written) {
-		t.Errorf("%d keys after the alarm, %d were written", resp.Count, written)
+	if err == nil && resp.Count != int64(written) && !(refusedMayBeWritten && resp.Count == int64(written)+1) {
+		t.Errorf("%d keys after the alarm, %d puts succeeded", resp.Count, written)
 	}
 	del, err := cli.Delete(ctx, "q/", clientv3.WithPrefix())
 	note("delete everything", err)
