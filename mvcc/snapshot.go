@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 
@@ -96,6 +97,12 @@ const restoreBatchBytes = 4 << 20
 // streams carry on from the restored event log (or learn that they were
 // compacted away).
 func (s *Store) Restore(r io.Reader) error {
+	_, err := s.RestoreInfo(r)
+	return err
+}
+
+// RestoreInfo is Restore, and describes what it restored.
+func (s *Store) RestoreInfo(r io.Reader) (SnapshotInfo, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.metas.reset()
@@ -106,64 +113,98 @@ func (s *Store) Restore(r io.Reader) error {
 	s.db.MustCommit("snapshot restore", b, pebble.Sync)
 	b.Close()
 
-	crc := crc32.New(crcTable)
-	br := bufio.NewReaderSize(r, 256<<10)
-	tr := &teeByteReader{r: br, crc: crc}
-	magic := make([]byte, len(snapshotMagic))
-	if _, err := io.ReadFull(tr, magic); err != nil || string(magic) != snapshotMagic {
-		return fmt.Errorf("%w: bad header", ErrBadSnapshot)
+	sr, err := newSnapshotReader(r)
+	if err != nil {
+		return SnapshotInfo{}, err
 	}
-	var count uint64
 	b = s.db.NewBatch()
 	defer func() { b.Close() }()
 	for {
-		kl, err := binary.ReadUvarint(tr)
+		key, val, err := sr.next()
 		if err != nil {
-			return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+			return SnapshotInfo{}, err
 		}
-		if kl == 0 {
+		if key == nil {
 			break
 		}
-		key := make([]byte, kl)
-		if _, err := io.ReadFull(tr, key); err != nil {
-			return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
-		}
-		vl, err := binary.ReadUvarint(tr)
-		if err != nil || vl > 1<<31 {
-			return fmt.Errorf("%w: bad value length", ErrBadSnapshot)
-		}
-		val := make([]byte, vl)
-		if _, err := io.ReadFull(tr, val); err != nil {
-			return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
-		}
 		b.Set(key, val, nil)
-		count++
 		if b.Len() >= restoreBatchBytes {
 			s.db.MustCommit("snapshot restore", b, pebble.NoSync)
 			b.Close()
 			b = s.db.NewBatch()
 		}
 	}
-	sum := crc.Sum32()
-	var trailer [12]byte
-	if _, err := io.ReadFull(br, trailer[:]); err != nil {
-		return fmt.Errorf("%w: no trailer", ErrBadSnapshot)
-	}
-	if binary.BigEndian.Uint64(trailer[:8]) != count || binary.BigEndian.Uint32(trailer[8:]) != sum {
-		return fmt.Errorf("%w: %d keys, checksum %08x; the trailer says %d keys, %08x", ErrBadSnapshot, count, sum, binary.BigEndian.Uint64(trailer[:8]), binary.BigEndian.Uint32(trailer[8:]))
-	}
 	b.Delete(metaRestoring, nil)
 	// One synced commit makes every earlier one durable too (one WAL).
 	s.db.MustCommit("snapshot restore", b, pebble.Sync)
 	if err := s.load(); err != nil {
-		return err
+		return SnapshotInfo{}, err
 	}
 	s.pages.reset()
 	s.hub.resync(s.rev)
 	s.compactor.reload()
 	s.compactor.kick()
-	s.log.Info("state restored from snapshot", "keys", count, "revision", s.rev, "applied-index", s.applied)
-	return nil
+	s.log.Info("state restored from snapshot", "keys", sr.info.Keys, "entries", sr.count, "revision", s.rev, "applied-index", s.applied)
+	return sr.info, nil
+}
+
+// snapshotReader reads the pairs of a state snapshot and checks its trailer.
+type snapshotReader struct {
+	br    *bufio.Reader
+	tr    *teeByteReader
+	crc   hash.Hash32
+	count uint64
+	info  SnapshotInfo // filled in as pairs are read
+}
+
+func newSnapshotReader(r io.Reader) (*snapshotReader, error) {
+	crc := crc32.New(crcTable)
+	br := bufio.NewReaderSize(r, 256<<10)
+	sr := &snapshotReader{br: br, tr: &teeByteReader{r: br, crc: crc}, crc: crc, info: SnapshotInfo{Revision: 1, CompactRevision: -1}}
+	magic := make([]byte, len(snapshotMagic))
+	if _, err := io.ReadFull(sr.tr, magic); err != nil || string(magic) != snapshotMagic {
+		return nil, fmt.Errorf("%w: bad header", ErrBadSnapshot)
+	}
+	return sr, nil
+}
+
+// next returns the next pair, or a nil key once the trailer checked out.
+// The slices are fresh for every pair.
+func (sr *snapshotReader) next() (key, val []byte, err error) {
+	kl, err := binary.ReadUvarint(sr.tr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	if kl == 0 {
+		sum := sr.crc.Sum32()
+		var trailer [12]byte
+		if _, err := io.ReadFull(sr.br, trailer[:]); err != nil {
+			return nil, nil, fmt.Errorf("%w: no trailer", ErrBadSnapshot)
+		}
+		if binary.BigEndian.Uint64(trailer[:8]) != sr.count || binary.BigEndian.Uint32(trailer[8:]) != sum {
+			return nil, nil, fmt.Errorf("%w: %d keys, checksum %08x; the trailer says %d keys, %08x", ErrBadSnapshot, sr.count, sum, binary.BigEndian.Uint64(trailer[:8]), binary.BigEndian.Uint32(trailer[8:]))
+		}
+		sr.info.Entries, sr.info.Checksum = sr.count, sum
+		return nil, nil, nil
+	}
+	if kl > 1<<31 {
+		return nil, nil, fmt.Errorf("%w: bad key length", ErrBadSnapshot)
+	}
+	key = make([]byte, kl)
+	if _, err := io.ReadFull(sr.tr, key); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	vl, err := binary.ReadUvarint(sr.tr)
+	if err != nil || vl > 1<<31 {
+		return nil, nil, fmt.Errorf("%w: bad value length", ErrBadSnapshot)
+	}
+	val = make([]byte, vl)
+	if _, err := io.ReadFull(sr.tr, val); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	sr.count++
+	sr.info.observe(key, val)
+	return key, val, nil
 }
 
 // Restoring reports whether a restore was interrupted: the state is partial

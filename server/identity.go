@@ -22,7 +22,8 @@ import (
 //
 //   - A data dir that was used before holds both ids in its `member` file;
 //     as in etcd, the --initial-cluster flags no longer matter then (but a
-//     new-cluster command line must still describe this member).
+//     new-cluster command line must still describe this member). So does a
+//     data dir made by `ballast snapshot restore`, whose Raft log is empty.
 //   - --initial-cluster-state=new derives every id from the peer URLs and
 //     the cluster token, as etcd does, so all members agree without talking.
 //   - --initial-cluster-state=existing asks the running members, which must
@@ -40,17 +41,7 @@ func (s *Server) identify() ([]raftlog.Server, error) {
 	var bootstrap []raftlog.Server
 	var id, cid uint64
 	if cfg.InitialClusterState == "new" {
-		var ids []uint64
-		for _, p := range peers {
-			pid := memberID(p.urls, cfg.InitialClusterToken)
-			ids = append(ids, pid)
-			addr, _ := hostPort(p.urls[0])
-			bootstrap = append(bootstrap, raftlog.Server{ID: hexID(pid), Address: addr})
-			if p.name == cfg.Name {
-				id = pid
-			}
-		}
-		cid = clusterID(ids)
+		id, cid, bootstrap = newClusterIDs(cfg.Name, cfg.InitialClusterToken, peers)
 	}
 
 	got, err := os.ReadFile(path)
@@ -64,7 +55,11 @@ func (s *Server) identify() ([]raftlog.Server, error) {
 			return nil, fmt.Errorf("data dir %s belongs to member %x of cluster %x, not to this member (%x of cluster %x): check --initial-cluster, --initial-advertise-peer-urls and --initial-cluster-token", cfg.DataDir, mid, mcid, id, cid)
 		}
 		s.id, s.clusterID = mid, mcid
-		return nil, nil // Raft has its configuration already
+		// Raft ignores the bootstrap configuration once it has state of its
+		// own; a data dir made by `ballast snapshot restore` has none yet.
+		// (A member whose Raft log was lost is refused by raftlog.Open: its
+		// state has applied entries the log does not hold.)
+		return bootstrap, nil
 	case !errors.Is(err, os.ErrNotExist):
 		return nil, err
 	}
@@ -81,6 +76,24 @@ func (s *Server) identify() ([]raftlog.Server, error) {
 		return nil, err
 	}
 	return bootstrap, nil
+}
+
+// newClusterIDs derives every member's id and the cluster id from
+// --initial-cluster and its token, as etcd does, so that all members agree
+// without talking; it returns the named member's id and the initial Raft
+// configuration.
+func newClusterIDs(name, token string, peers []peer) (id, cid uint64, bootstrap []raftlog.Server) {
+	var ids []uint64
+	for _, p := range peers {
+		pid := memberID(p.urls, token)
+		ids = append(ids, pid)
+		addr, _ := hostPort(p.urls[0])
+		bootstrap = append(bootstrap, raftlog.Server{ID: hexID(pid), Address: addr})
+		if p.name == name {
+			id = pid
+		}
+	}
+	return id, clusterID(ids), bootstrap
 }
 
 // The member file holds the member's and the cluster's ids, with a checksum

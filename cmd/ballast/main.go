@@ -4,6 +4,7 @@
 //	ballast [etcd flags]     run a member (no flags: a single-node cluster)
 //	ballast bench ...        the load generator behind docs/benchmarks.md
 //	ballast status ...       one row per member: role, Raft indexes, lag, errors
+//	ballast snapshot ...     status and restore of `etcdctl snapshot save` files
 package main
 
 import (
@@ -19,6 +20,8 @@ import (
 	"syscall"
 
 	"github.com/ballast-kv/ballast/cmd/internal/bench"
+	"github.com/ballast-kv/ballast/cmd/internal/cli"
+	"github.com/ballast-kv/ballast/cmd/internal/snapshot"
 	"github.com/ballast-kv/ballast/cmd/internal/status"
 	"github.com/ballast-kv/ballast/server"
 )
@@ -29,6 +32,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "status" {
 		os.Exit(status.Main(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "snapshot" {
+		os.Exit(snapshot.Main(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -106,10 +112,10 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 		})
 	}
 	if err := fs.Parse(args); err != nil {
-		return cfg, rewordFlagError(err)
+		return cfg, cli.RewordFlagError(err)
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q (sub-commands: bench, status)", fs.Arg(0))
+		return cfg, fmt.Errorf("unexpected argument %q (sub-commands: bench, status, snapshot)", fs.Arg(0))
 	}
 	if *configFile != "" {
 		if err := applyConfigFile(fs, *configFile); err != nil {
@@ -124,12 +130,4 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 	}
 	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	return cfg, nil
-}
-
-func rewordFlagError(err error) error {
-	msg := err.Error()
-	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
-		return fmt.Errorf("unknown flag %s", "-"+name)
-	}
-	return err
 }

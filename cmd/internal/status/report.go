@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ballast-kv/ballast/cmd/internal/cli"
 )
 
 // Member roles as printed.
@@ -231,7 +233,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			term = strconv.FormatUint(m.RaftTerm, 10)
 			index = strconv.FormatUint(m.RaftIndex, 10)
 			applied = strconv.FormatUint(m.AppliedIndex, 10)
-			size = humanBytes(m.DBSize)
+			size = cli.HumanBytes(m.DBSize)
 		}
 		if m.LagKnown {
 			lag = strconv.FormatUint(m.Lag, 10)
@@ -306,21 +308,4 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	}
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
-}
-
-// humanBytes formats n in binary units with one decimal: "512 B",
-// "1.2 MiB".
-func humanBytes(n int64) string {
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	const units = "KMGTPE"
-	f := float64(n) / 1024
-	i := 0
-	// Move up a unit rather than print "1024.0 KiB".
-	for f >= 1024-0.05 && i < len(units)-1 {
-		f /= 1024
-		i++
-	}
-	return fmt.Sprintf("%.1f %ciB", f, units[i])
 }

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/connectivity"
 
+	"github.com/ballast-kv/ballast/cmd/internal/cli"
 	"github.com/ballast-kv/ballast/cmd/internal/endpoints"
 )
 
@@ -82,7 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			usage(stderr, fs)
 			return 0
 		}
-		return usageError(stderr, rewordFlagError(err))
+		return usageError(stderr, cli.RewordFlagError(err))
 	}
 	if fs.NArg() > 0 {
 		return usageError(stderr, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
@@ -117,13 +118,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func usageError(stderr io.Writer, err error) int {
 	fmt.Fprintf(stderr, "ballast status: %v\nRun 'ballast status -h' for usage.\n", err)
 	return 2
-}
-
-func rewordFlagError(err error) error {
-	if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
-		return fmt.Errorf("unknown flag -%s", name)
-	}
-	return err
 }
 
 func usage(w io.Writer, fs *flag.FlagSet) {

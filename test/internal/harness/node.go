@@ -43,6 +43,10 @@ type Options struct {
 	// path before the member first starts (the directory does not exist
 	// yet), to put it on a filesystem of the test's choosing.
 	PrepareDataDir func(dir string) error
+	// BeforeFirstStart, when set, is called by StartCluster for each member
+	// once every member's URLs are known, just before the member first
+	// starts: to restore a snapshot into its data directory, say.
+	BeforeFirstStart func(n *Node, initialCluster string) error
 }
 
 func (o Options) withDefaults() Options {
@@ -112,6 +116,11 @@ func StartCluster(t testing.TB, bin string, size int, opts Options) []*Node {
 	}
 	initial := InitialCluster(nodes)
 	for _, n := range nodes {
+		if opts.BeforeFirstStart != nil {
+			if err := opts.BeforeFirstStart(n, initial); err != nil {
+				t.Fatalf("harness: %s: before the first start: %v", n.Name, err)
+			}
+		}
 		n.args = n.flags(initial, "new")
 		n.spawn()
 	}

@@ -1,0 +1,34 @@
+// Package cli holds what Ballast's commands print alike: sizes and flag
+// errors.
+package cli
+
+import (
+	"fmt"
+	"strings"
+)
+
+// HumanBytes formats n in binary units with one decimal: "512 B",
+// "1.2 MiB".
+func HumanBytes(n int64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	const units = "KMGTPE"
+	f := float64(n) / 1024
+	i := 0
+	// Move up a unit rather than print "1024.0 KiB".
+	for f >= 1024-0.05 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", f, units[i])
+}
+
+// RewordFlagError turns the flag package's "flag provided but not defined:
+// -x" into "unknown flag -x".
+func RewordFlagError(err error) error {
+	if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
+		return fmt.Errorf("unknown flag -%s", name)
+	}
+	return err
+}

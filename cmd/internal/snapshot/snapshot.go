@@ -1,0 +1,248 @@
+// Package snapshot is `ballast snapshot`: what etcdutl does with the file
+// `etcdctl snapshot save` writes.
+//
+//	ballast snapshot status FILE [-w table|json]
+//	ballast snapshot restore FILE --name ... --data-dir ... --initial-cluster ...
+package snapshot
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ballast-kv/ballast/cmd/internal/cli"
+	"github.com/ballast-kv/ballast/mvcc"
+	"github.com/ballast-kv/ballast/server"
+)
+
+// Main runs `ballast snapshot` with args being what follows "snapshot". It
+// returns the exit status: 0 on success, 1 on failure, 2 on a usage error.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		return usageError(stderr, errors.New("want a sub-command: status or restore"))
+	}
+	switch args[0] {
+	case "status":
+		return status(args[1:], stdout, stderr)
+	case "restore":
+		return restore(args[1:], stdout, stderr)
+	case "-h", "-help", "--help":
+		fmt.Fprint(stderr, usageText)
+		return 0
+	}
+	return usageError(stderr, fmt.Errorf("unknown sub-command %q: want status or restore", args[0]))
+}
+
+const usageText = `Usage:
+  ballast snapshot status FILE [-w table|json]
+      Checks a snapshot file (etcdctl snapshot save's) and shows its checksum,
+      revision, live keys, size and version.
+  ballast snapshot restore FILE --name NAME --data-dir DIR --initial-cluster ... \
+      --initial-cluster-token TOKEN --initial-advertise-peer-urls URLS [--skip-hash-check]
+      Makes DIR the data directory of member NAME of a new cluster seeded from FILE,
+      as etcdutl snapshot restore does. Run it for every member with the same file and
+      cluster flags, then start the members with those flags.
+`
+
+func usageError(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "ballast snapshot: %v\nRun 'ballast snapshot -h' for usage.\n", err)
+	return 2
+}
+
+func fail(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "ballast snapshot: %v\n", err)
+	return 1
+}
+
+// parse parses flags that may come before or after the one FILE argument.
+func parse(fs *flag.FlagSet, args []string) (string, error) {
+	fs.SetOutput(io.Discard)
+	var files []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return "", cli.RewordFlagError(err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		files, args = append(files, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(files) != 1 {
+		return "", fmt.Errorf("want one snapshot file, got %d", len(files))
+	}
+	return files[0], nil
+}
+
+func openBackup(path string) (*os.File, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
+}
+
+// Status is what `snapshot status` prints; the JSON keys are etcdutl's,
+// plus Ballast's own.
+type Status struct {
+	Hash            uint32 `json:"hash"`
+	Revision        int64  `json:"revision"`
+	TotalKey        int64  `json:"totalKey"`
+	TotalSize       int64  `json:"totalSize"`
+	Version         string `json:"version"`
+	CompactRevision int64  `json:"compactRevision"`
+	Leases          int64  `json:"leases"`
+}
+
+func status(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	format := fs.String("w", "table", "output format: table or json")
+	fs.StringVar(format, "write-out", "table", "output format: table or json")
+	path, err := parse(fs, args)
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	if *format != "table" && *format != "json" {
+		return usageError(stderr, fmt.Errorf("-w %q: want table or json", *format))
+	}
+	f, size, err := openBackup(path)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer f.Close()
+	br, err := mvcc.NewBackupReader(f, size, true)
+	if err != nil {
+		return fail(stderr, fmt.Errorf("%s: %w", path, err))
+	}
+	info, err := mvcc.ReadSnapshotInfo(br)
+	if err == nil {
+		err = br.Verify()
+	}
+	if err != nil {
+		return fail(stderr, fmt.Errorf("%s: %w", path, err))
+	}
+	st := Status{Hash: info.Checksum, Revision: info.Revision, TotalKey: info.Keys, TotalSize: size,
+		Version: server.ClusterVersion, CompactRevision: info.CompactRevision, Leases: info.Leases}
+	if *format == "json" {
+		b, _ := json.Marshal(st)
+		fmt.Fprintf(stdout, "%s\n", b)
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "HASH\tREVISION\tTOTAL KEYS\tTOTAL SIZE\tVERSION\tCOMPACTED AT\tLEASES")
+	fmt.Fprintf(tw, "%08x\t%d\t%d\t%s\t%s\t%s\t%d\n", st.Hash, st.Revision, st.TotalKey, cli.HumanBytes(st.TotalSize), st.Version, compacted(st.CompactRevision), st.Leases)
+	tw.Flush()
+	return 0
+}
+
+func compacted(rev int64) string {
+	if rev <= 0 {
+		return "-"
+	}
+	return strconv.FormatInt(rev, 10)
+}
+
+func restore(args []string, stdout, stderr io.Writer) int {
+	cfg := server.DefaultConfig()
+	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+	fs.StringVar(&cfg.Name, "name", cfg.Name, "human-readable name for this member")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "path to the data directory to create (default ${name}.ballast)")
+	fs.StringVar(&cfg.InitialCluster, "initial-cluster", "", "the new cluster, name=url,... (default ${name}=${initial-advertise-peer-urls})")
+	fs.StringVar(&cfg.InitialClusterToken, "initial-cluster-token", cfg.InitialClusterToken, "initial cluster token of the new cluster")
+	fs.Func("initial-advertise-peer-urls", "this member's peer URLs", func(v string) error {
+		cfg.InitialAdvertisePeerURLs = strings.Split(v, ",")
+		return nil
+	})
+	skipHash := fs.Bool("skip-hash-check", false, "do not compare the file's sha256 checksum")
+	format := fs.String("w", "table", "output format: table or json")
+	fs.StringVar(format, "write-out", "table", "output format: table or json")
+	path, err := parse(fs, args)
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	if *format != "table" && *format != "json" {
+		return usageError(stderr, fmt.Errorf("-w %q: want table or json", *format))
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = cfg.Name + ".ballast"
+	}
+	f, size, err := openBackup(path)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer f.Close()
+	p := newProgress(f, size, stderr)
+	res, err := server.RestoreBackup(cfg, p, size, !*skipHash)
+	p.done()
+	if err != nil {
+		return fail(stderr, fmt.Errorf("restore %s: %w", path, err))
+	}
+	out := struct {
+		MemberID  string `json:"memberID"`
+		ClusterID string `json:"clusterID"`
+		Revision  int64  `json:"revision"`
+		TotalKey  int64  `json:"totalKey"`
+		Leases    int64  `json:"leases"`
+		DataDir   string `json:"dataDir"`
+	}{strconv.FormatUint(res.MemberID, 16), strconv.FormatUint(res.ClusterID, 16), res.Info.Revision, res.Info.Keys, res.Info.Leases, cfg.DataDir}
+	if *format == "json" {
+		b, _ := json.Marshal(out)
+		fmt.Fprintf(stdout, "%s\n", b)
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER ID\tCLUSTER ID\tREVISION\tTOTAL KEYS\tLEASES\tDATA DIR")
+	fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", out.MemberID, out.ClusterID, out.Revision, out.TotalKey, out.Leases, out.DataDir)
+	tw.Flush()
+	return 0
+}
+
+// progress reports how much of a long read is done, once a second, on
+// stderr; a restore that ends within the first second prints nothing.
+type progress struct {
+	r           io.Reader
+	total, read int64
+	w           io.Writer
+	start, last time.Time
+	printed     bool
+}
+
+func newProgress(r io.Reader, total int64, w io.Writer) *progress {
+	now := time.Now()
+	return &progress{r: r, total: total, w: w, start: now, last: now}
+}
+
+func (p *progress) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.read += int64(n)
+	if now := time.Now(); now.Sub(p.last) >= time.Second {
+		p.last = now
+		p.print(now)
+	}
+	return n, err
+}
+
+func (p *progress) print(now time.Time) {
+	secs := now.Sub(p.start).Seconds()
+	fmt.Fprintf(p.w, "restoring: %s of %s (%.0f%%), %s/s\n", cli.HumanBytes(p.read), cli.HumanBytes(p.total),
+		100*float64(p.read)/float64(max(p.total, 1)), cli.HumanBytes(int64(float64(p.read)/max(secs, 0.001))))
+	p.printed = true
+}
+
+// done prints the final line if any progress was shown.
+func (p *progress) done() {
+	if p.printed {
+		p.print(time.Now())
+	}
+}
