@@ -32,7 +32,11 @@ type Config struct {
 	AutoCompactionRetention     string
 	WatchProgressNotifyInterval time.Duration
 	EnablePprof                 bool
-	Logger                      *slog.Logger
+	// ClientTLS serves the https:// client URLs; PeerTLS secures every
+	// peer connection, both ways (then every peer URL is https://).
+	ClientTLS TLSFiles
+	PeerTLS   TLSFiles
+	Logger    *slog.Logger
 }
 
 // DefaultConfig returns etcd's defaults.
@@ -84,17 +88,14 @@ func parseInitialCluster(s string) ([]peer, error) {
 	return peers, nil
 }
 
-// hostPort extracts host:port from an http URL.
+// hostPort extracts host:port from an http or https URL.
 func hostPort(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("invalid URL %q: %v", raw, err)
 	}
-	if u.Scheme != "http" {
-		if u.Scheme == "https" || u.Scheme == "unixs" {
-			return "", fmt.Errorf("URL %q: TLS is not supported yet", raw)
-		}
-		return "", fmt.Errorf("URL %q: scheme must be http", raw)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", fmt.Errorf("URL %q: scheme must be http or https", raw)
 	}
 	if u.Port() == "" {
 		return "", fmt.Errorf("URL %q has no port", raw)
@@ -130,9 +131,49 @@ func (c *Config) Validate() error {
 	if _, err := c.autoCompaction(); err != nil {
 		return err
 	}
-	peers, err := c.peers()
+	if err := c.ClientTLS.validate(""); err != nil {
+		return err
+	}
+	if err := c.PeerTLS.validate("peer-"); err != nil {
+		return err
+	}
+	for _, u := range c.ListenClientURLs {
+		if isHTTPS(u) && !c.ClientTLS.Enabled() {
+			return fmt.Errorf("--listen-client-urls %s: an https URL needs --cert-file and --key-file", u)
+		}
+	}
+	peers, err := c.validateMembership()
 	if err != nil {
 		return err
+	}
+	// Peer TLS is all or nothing: one dialer reaches every member.
+	peerURLs := slices.Concat(c.ListenPeerURLs, c.InitialAdvertisePeerURLs)
+	for _, p := range peers {
+		peerURLs = append(peerURLs, p.urls...)
+	}
+	for _, u := range peerURLs {
+		if isHTTPS(u) != c.PeerTLS.Enabled() {
+			if c.PeerTLS.Enabled() {
+				return fmt.Errorf("peer URL %s: with --peer-cert-file every peer URL must be https", u)
+			}
+			return fmt.Errorf("peer URL %s: an https peer URL needs --peer-cert-file and --peer-key-file", u)
+		}
+	}
+	if c.InitialClusterState == "existing" && len(peers) < 2 {
+		return errors.New("--initial-cluster-state=existing: --initial-cluster must list at least one running member besides this one")
+	}
+	return nil
+}
+
+// validateMembership checks --name, --initial-cluster and
+// --initial-advertise-peer-urls against each other.
+func (c *Config) validateMembership() ([]peer, error) {
+	if c.Name == "" {
+		return nil, errors.New("--name must not be empty")
+	}
+	peers, err := c.peers()
+	if err != nil {
+		return nil, err
 	}
 	var own *peer
 	for i := range peers {
@@ -141,20 +182,27 @@ func (c *Config) Validate() error {
 		}
 	}
 	if own == nil {
-		return fmt.Errorf("--initial-cluster has no member named %q (--name)", c.Name)
+		return nil, fmt.Errorf("--initial-cluster has no member named %q (--name)", c.Name)
 	}
 	if !sameURLs(own.urls, c.InitialAdvertisePeerURLs) {
-		return fmt.Errorf("--initial-cluster has %s=%s but --initial-advertise-peer-urls is %s: they must match", c.Name, strings.Join(own.urls, ","), strings.Join(c.InitialAdvertisePeerURLs, ","))
+		return nil, fmt.Errorf("--initial-cluster has %s=%s but --initial-advertise-peer-urls is %s: they must match", c.Name, strings.Join(own.urls, ","), strings.Join(c.InitialAdvertisePeerURLs, ","))
 	}
 	for _, u := range c.InitialAdvertisePeerURLs {
 		if _, err := hostPort(u); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	if c.InitialClusterState == "existing" && len(peers) < 2 {
-		return errors.New("--initial-cluster-state=existing: --initial-cluster must list at least one running member besides this one")
+	return peers, nil
+}
+
+func isHTTPS(u string) bool { return strings.HasPrefix(u, "https://") }
+
+// peerScheme is the scheme of every peer URL of this cluster.
+func (c *Config) peerScheme() string {
+	if c.PeerTLS.Enabled() {
+		return "https"
 	}
-	return nil
+	return "http"
 }
 
 func sameURLs(a, b []string) bool {

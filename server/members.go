@@ -47,7 +47,7 @@ func (s *Server) members() ([]*pb.Member, error) {
 	out := make([]*pb.Member, 0, len(conf))
 	for _, c := range conf {
 		id := parseID(c.ID)
-		m := &pb.Member{ID: id, PeerURLs: []string{"http://" + c.Address}}
+		m := &pb.Member{ID: id, PeerURLs: []string{s.cfg.peerScheme() + "://" + c.Address}}
 		if r := byID[id]; r != nil {
 			m.Name, m.ClientURLs = r.Name, r.ClientURLs
 			if len(r.PeerURLs) > 0 {

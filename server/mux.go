@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
@@ -10,9 +11,11 @@ import (
 
 // connMux splits one client listener into gRPC (HTTP/2 with prior
 // knowledge, as etcd clients speak) and plain HTTP/1 (health, metrics,
-// version), by the connection's first bytes.
+// version), by the connection's first bytes; on an https URL, by the
+// protocol the TLS handshake settled (see clientTLS).
 type connMux struct {
 	ln    net.Listener
+	tls   *tls.Config // nil: plain
 	grpc  *chanListener
 	http  *chanListener
 	close sync.Once
@@ -20,8 +23,8 @@ type connMux struct {
 
 var http2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
-func newConnMux(ln net.Listener) *connMux {
-	return &connMux{ln: ln, grpc: newChanListener(ln.Addr()), http: newChanListener(ln.Addr())}
+func newConnMux(ln net.Listener, tlsCfg *tls.Config) *connMux {
+	return &connMux{ln: ln, tls: tlsCfg, grpc: newChanListener(ln.Addr()), http: newChanListener(ln.Addr())}
 }
 
 func (m *connMux) serve() {
@@ -37,6 +40,18 @@ func (m *connMux) serve() {
 }
 
 func (m *connMux) route(c net.Conn) {
+	if m.tls != nil {
+		tc, err := handshake(c, m.tls)
+		if err != nil {
+			return
+		}
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			m.grpc.deliver(tc)
+		} else {
+			m.http.deliver(tc)
+		}
+		return
+	}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, len(http2Preface))
 	n, err := io.ReadFull(c, buf)

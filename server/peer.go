@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -20,7 +21,7 @@ import (
 // byte: Raft's transport (raftMagic, then a handshake), the stream of writes
 // followers forward to the leader (forwardMagic, the same handshake; see
 // forwardstream.go) and the internal gRPC service for everything else a
-// member asks another (HTTP/2, which begins with "PRI"). TLS, when it comes,
+// member asks another (HTTP/2, which begins with "PRI"). TLS (--peer-*)
 // wraps the listener and the dialer: every protocol gets it at once.
 const (
 	raftMagic    = 'R'
@@ -34,6 +35,7 @@ const handshakeTimeout = 5 * time.Second
 // connections.
 type peerListener struct {
 	ln        net.Listener
+	tls       *tls.Config // nil: plain
 	clusterID func() uint64
 	raft      *chanListener
 	forward   *chanListener
@@ -42,8 +44,8 @@ type peerListener struct {
 	closeOnce sync.Once
 }
 
-func newPeerListener(ln net.Listener, raft, forward, grpc *chanListener, clusterID func() uint64, onRefuse func(net.Addr, uint64)) *peerListener {
-	return &peerListener{ln: ln, clusterID: clusterID, raft: raft, forward: forward, grpc: grpc, onRefuse: onRefuse}
+func newPeerListener(ln net.Listener, tlsCfg *tls.Config, raft, forward, grpc *chanListener, clusterID func() uint64, onRefuse func(net.Addr, uint64)) *peerListener {
+	return &peerListener{ln: ln, tls: tlsCfg, clusterID: clusterID, raft: raft, forward: forward, grpc: grpc, onRefuse: onRefuse}
 }
 
 func (p *peerListener) serve() {
@@ -57,6 +59,13 @@ func (p *peerListener) serve() {
 }
 
 func (p *peerListener) route(c net.Conn) {
+	if p.tls != nil {
+		tc, err := handshake(c, p.tls)
+		if err != nil {
+			return
+		}
+		c = tc
+	}
 	c.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	var first [1]byte
 	if _, err := io.ReadFull(c, first[:]); err != nil {
@@ -108,26 +117,47 @@ func (p *peerListener) Close() error {
 var errClusterMismatch = errors.New("refused by peer")
 
 // peerDialer opens peer connections from this member's peer IP (when it
-// listens on a specific one), so a member is recognisable by its address.
+// listens on a specific one), so a member is recognisable by its address,
+// over TLS when the cluster's peer URLs are https.
 type peerDialer struct {
-	local net.Addr // nil: let the kernel choose
+	local net.Addr    // nil: let the kernel choose
+	tls   *tls.Config // nil: plain
 }
 
-func newPeerDialer(listenPeerURL string) *peerDialer {
+func newPeerDialer(listenPeerURL string, files TLSFiles) (*peerDialer, error) {
+	d := &peerDialer{}
+	if files.Enabled() {
+		var err error
+		if d.tls, err = files.dialConfig(); err != nil {
+			return nil, fmt.Errorf("peer TLS: %w", err)
+		}
+	}
 	u, err := url.Parse(listenPeerURL)
 	if err != nil {
-		return &peerDialer{}
+		return d, nil
 	}
-	ip := net.ParseIP(u.Hostname())
-	if ip == nil || ip.IsUnspecified() {
-		return &peerDialer{}
+	if ip := net.ParseIP(u.Hostname()); ip != nil && !ip.IsUnspecified() {
+		d.local = &net.TCPAddr{IP: ip}
 	}
-	return &peerDialer{local: &net.TCPAddr{IP: ip}}
+	return d, nil
 }
 
 func (d *peerDialer) dial(ctx context.Context, addr string) (net.Conn, error) {
 	nd := net.Dialer{LocalAddr: d.local}
-	return nd.DialContext(ctx, "tcp", addr)
+	c, err := nd.DialContext(ctx, "tcp", addr)
+	if err != nil || d.tls == nil {
+		return c, err
+	}
+	cfg := d.tls.Clone()
+	cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	tc := tls.Client(c, cfg)
+	hctx, cancel := context.WithTimeout(ctx, tlsHandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 // raftStream is the raft.StreamLayer on the shared peer port.

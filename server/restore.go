@@ -26,7 +26,8 @@ type Restore struct {
 // dir must not exist yet; on any error nothing is left behind. Without
 // verify, the file's sha256 is not compared (--skip-hash-check).
 func RestoreBackup(cfg Config, backup io.Reader, size int64, verify bool) (Restore, error) {
-	if err := cfg.Validate(); err != nil {
+	peers, err := cfg.validateMembership()
+	if err != nil {
 		return Restore{}, err
 	}
 	if cfg.DataDir == "" {
@@ -35,10 +36,6 @@ func RestoreBackup(cfg Config, backup io.Reader, size int64, verify bool) (Resto
 	if _, err := os.Stat(cfg.DataDir); err == nil {
 		return Restore{}, fmt.Errorf("data dir %s already exists: restore into a new directory", cfg.DataDir)
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return Restore{}, err
-	}
-	peers, err := cfg.peers()
-	if err != nil {
 		return Restore{}, err
 	}
 	id, cid, _ := newClusterIDs(cfg.Name, cfg.InitialClusterToken, peers)

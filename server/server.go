@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -102,7 +103,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.DataDir = cfg.Name + ".ballast"
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, peerURLs: cfg.InitialAdvertisePeerURLs, stopCh: make(chan struct{}), leaveCh: make(chan struct{})}
-	s.dialer = newPeerDialer(cfg.ListenPeerURLs[0])
+	var err error
+	if s.dialer, err = newPeerDialer(cfg.ListenPeerURLs[0], cfg.PeerTLS); err != nil {
+		return nil, err
+	}
 	s.peers = &peerClients{dialer: s.dialer}
 	s.forwarder = &forwarder{dialer: s.dialer, clusterID: func() uint64 { return s.clusterID }}
 	s.metrics = newMetrics(s)
@@ -167,6 +171,13 @@ func New(cfg Config) (*Server, error) {
 // Raft can reach this member as soon as it starts.
 func (s *Server) listenPeers() error {
 	s.peerRaft, s.peerFwd, s.peerRPC = newChanListener(nil), newChanListener(nil), newChanListener(nil)
+	var peerTLS *tls.Config
+	if s.cfg.PeerTLS.Enabled() {
+		var err error
+		if peerTLS, err = s.cfg.PeerTLS.serverConfig(nil); err != nil {
+			return fmt.Errorf("peer TLS: %w", err)
+		}
+	}
 	for _, u := range s.cfg.ListenPeerURLs {
 		addr, _ := hostPort(u)
 		ln, err := net.Listen("tcp", addr)
@@ -177,7 +188,7 @@ func (s *Server) listenPeers() error {
 		if s.peerRaft.addr == nil {
 			s.peerRaft.addr, s.peerFwd.addr, s.peerRPC.addr = ln.Addr(), ln.Addr(), ln.Addr()
 		}
-		pl := newPeerListener(ln, s.peerRaft, s.peerFwd, s.peerRPC, func() uint64 { return s.clusterID }, s.refused)
+		pl := newPeerListener(ln, peerTLS, s.peerRaft, s.peerFwd, s.peerRPC, func() uint64 { return s.clusterID }, s.refused)
 		s.peerMuxes = append(s.peerMuxes, pl)
 		go pl.serve()
 	}
@@ -234,6 +245,7 @@ func (s *Server) listen() error {
 		grpc.MaxConcurrentStreams(math.MaxUint32),
 		// Reused handler goroutines keep their grown stacks: no stack growth per request.
 		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
+		grpc.Creds(handshakenCreds{}), // TLS, if any, was done by the listener
 		grpc.ChainUnaryInterceptor(s.requireLeaderUnary),
 		grpc.ChainStreamInterceptor(s.requireLeaderStream),
 	)
@@ -244,6 +256,14 @@ func (s *Server) listen() error {
 	pb.RegisterClusterServer(s.grpc, &clusterServer{s: s})
 	pb.RegisterAuthServer(s.grpc, pb.UnimplementedAuthServer{})
 	s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	var tlsCfg *tls.Config
+	if s.cfg.ClientTLS.Enabled() {
+		base, err := s.cfg.ClientTLS.serverConfig(nil)
+		if err != nil {
+			return fmt.Errorf("client TLS: %w", err)
+		}
+		tlsCfg = clientTLS(base)
+	}
 	for _, u := range s.cfg.ListenClientURLs {
 		addr, _ := hostPort(u)
 		ln, err := net.Listen("tcp", addr)
@@ -251,7 +271,11 @@ func (s *Server) listen() error {
 			return fmt.Errorf("listen on client URL %s: %w", u, err)
 		}
 		s.listeners = append(s.listeners, ln)
-		s.muxes = append(s.muxes, newConnMux(ln))
+		if isHTTPS(u) {
+			s.muxes = append(s.muxes, newConnMux(ln, tlsCfg))
+		} else {
+			s.muxes = append(s.muxes, newConnMux(ln, nil))
+		}
 	}
 	return nil
 }

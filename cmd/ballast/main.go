@@ -61,8 +61,7 @@ func main() {
 // unsupported are etcd flags whose concept Ballast does not have yet; using
 // one is an error that names it, never silently ignored.
 var unsupported = []string{
-	"cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls",
-	"peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-client-cert-auth", "peer-auto-tls",
+	"auto-tls", "peer-auto-tls",
 	"auth-token", "listen-metrics-urls", "discovery", "discovery-srv", "proxy", "enable-v2",
 	"force-new-cluster", "max-snapshots", "max-wals", "strict-reconfig-check",
 	"experimental-initial-corrupt-check", "unsafe-no-fsync",
@@ -104,6 +103,14 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "duration of periodic watch progress notifications")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "experimental-watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "deprecated alias of --watch-progress-notify-interval")
 	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "serve runtime profiling data over HTTP at /debug/pprof/ on the client port")
+	tlsFlags := func(prefix, what string, f *server.TLSFiles) {
+		fs.StringVar(&f.CertFile, prefix+"cert-file", "", "path to the "+what+" server TLS certificate file")
+		fs.StringVar(&f.KeyFile, prefix+"key-file", "", "path to the "+what+" server TLS key file")
+		fs.StringVar(&f.TrustedCAFile, prefix+"trusted-ca-file", "", "path to the "+what+" TLS trusted CA file")
+		fs.BoolVar(&f.ClientCertAuth, prefix+"client-cert-auth", false, "require "+what+" clients to present a certificate signed by the trusted CA")
+	}
+	tlsFlags("", "client", &cfg.ClientTLS)
+	tlsFlags("peer-", "peer", &cfg.PeerTLS)
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	configFile := fs.String("config-file", "", "path to an etcd-style YAML configuration file; flags are then ignored, as in etcd")
 	for _, name := range unsupported {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,19 +15,24 @@ import (
 // ctl runs etcdctl against n and returns its stdout; a non-zero exit fails
 // the test unless wantErr is set, in which case stderr is returned.
 type ctlRunner struct {
-	t   *testing.T
-	bin string
-	ep  string
+	t     *testing.T
+	bin   string
+	ep    string
+	flags []string // TLS files
 }
 
 func newCtl(t *testing.T, n *harness.Node) *ctlRunner {
-	return &ctlRunner{t: t, bin: harness.EtcdctlBin(t), ep: n.ClientURL}
+	c := &ctlRunner{t: t, bin: harness.EtcdctlBin(t), ep: n.ClientURL}
+	if f := n.TLSFiles; f.CA != "" {
+		c.flags = []string{"--cacert", f.CA, "--cert", f.Cert, "--key", f.Key}
+	}
+	return c
 }
 
 func (c *ctlRunner) run(stdin string, args ...string) (string, string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, c.bin, append([]string{"--endpoints", c.ep}, args...)...)
+	cmd := exec.CommandContext(ctx, c.bin, slices.Concat([]string{"--endpoints", c.ep}, c.flags, args)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -19,8 +19,9 @@ import (
 	"github.com/ballast-kv/ballast/test/internal/harness"
 )
 
-// Disaster recovery as an etcd operator does it: `etcdctl snapshot save`
-// from a follower of a running three-node cluster, `ballast snapshot
+// Disaster recovery as an etcd operator does it, on TLS clusters (client
+// and peer, client certificates required): `etcdctl snapshot save` from a
+// follower of a running three-node cluster, `ballast snapshot
 // status`, `ballast snapshot restore` for every member of a new cluster,
 // and the new cluster serves the same keys at the same revisions (create
 // and mod revisions, versions, leases, the compaction), under its own
@@ -28,7 +29,8 @@ import (
 // refused and leaves no data directory behind.
 func TestSnapshotSaveAndRestoreACluster(t *testing.T) {
 	bin := harness.BallastBin(t)
-	src := harness.StartCluster(t, bin, 3, harness.Options{Name: "src"})
+	tlsOpts := &harness.TLS{CA: harness.NewCA(t), ClientCertAuth: true}
+	src := harness.StartCluster(t, bin, 3, harness.Options{Name: "src", TLS: tlsOpts})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cli := src[0].Client(t)
@@ -103,12 +105,16 @@ func TestSnapshotSaveAndRestoreACluster(t *testing.T) {
 	const token = "restored-cluster"
 	dst := harness.StartCluster(t, bin, 3, harness.Options{
 		Name: "dst",
+		TLS:  tlsOpts,
 		Args: []string{"--initial-cluster-token", token},
 		BeforeFirstStart: func(n *harness.Node, initialCluster string) error {
-			_, err := ballast(bin, "snapshot", "restore", file, "--name", n.Name, "--data-dir", n.DataDir,
+			out, err := ballast(bin, "snapshot", "restore", file, "--name", n.Name, "--data-dir", n.DataDir,
 				"--initial-cluster", initialCluster, "--initial-advertise-peer-urls", n.PeerURL,
 				"--initial-cluster-token", token)
-			return err
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
 		},
 	})
 	for _, n := range dst {

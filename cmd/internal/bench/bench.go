@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +23,8 @@ type global struct {
 	dialTimeout time.Duration
 	maxDuration time.Duration
 	format      string
+	tls         endpoints.TLS
+	tlsConfig   *tls.Config // from tls, once validated
 }
 
 func (g *global) register(fs *flag.FlagSet) {
@@ -30,6 +33,7 @@ func (g *global) register(fs *flag.FlagSet) {
 	fs.DurationVar(&g.maxDuration, "max-duration", 60*time.Second, "upper bound on the measured phase (and separately on any preload)")
 	fs.StringVar(&g.format, "w", "table", "output `format`: table or json")
 	fs.StringVar(&g.format, "write-out", "table", "same as -w")
+	g.tls.Register(fs)
 }
 
 func (g *global) validate() error {
@@ -42,7 +46,9 @@ func (g *global) validate() error {
 	if len(g.endpointList()) == 0 {
 		return errors.New("--endpoints is empty")
 	}
-	return nil
+	var err error
+	g.tlsConfig, err = g.tls.Config()
+	return err
 }
 
 func (g *global) endpointList() []string { return endpoints.Split(g.endpoints) }
@@ -237,6 +243,7 @@ func (e *env) newClients(conns int) ([]*clientv3.Client, func(), error) {
 			Endpoints:   e.endpointList(),
 			DialTimeout: e.dialTimeout,
 			Logger:      zap.NewNop(),
+			TLS:         e.tlsConfig,
 			// A list page or a preload Txn can be large; do not let the
 			// client's defaults, rather than the server, be the limit.
 			MaxCallSendMsgSize: 64 << 20,

@@ -2,6 +2,7 @@ package status
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,6 +29,8 @@ type config struct {
 	dialTimeout    time.Duration
 	commandTimeout time.Duration
 	format         string
+	tls            endpoints.TLS
+	tlsConfig      *tls.Config // from tls, once validated
 }
 
 func (c *config) register(fs *flag.FlagSet) {
@@ -36,6 +39,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.commandTimeout, "command-timeout", 5*time.Second, "time allowed for each request once connected")
 	fs.StringVar(&c.format, "w", "table", "output `format`: table or json")
 	fs.StringVar(&c.format, "write-out", "table", "same as -w")
+	c.tls.Register(fs)
 }
 
 func (c *config) validate() error {
@@ -52,12 +56,9 @@ func (c *config) validate() error {
 	if len(eps) == 0 {
 		return errors.New("--endpoints is empty")
 	}
-	for _, ep := range eps {
-		if strings.HasPrefix(ep, "https://") {
-			return fmt.Errorf("--endpoints %s: TLS is not supported by ballast status yet", ep)
-		}
-	}
-	return nil
+	var err error
+	c.tlsConfig, err = c.tls.Config()
+	return err
 }
 
 func (c *config) endpointList() []string { return endpoints.Split(c.endpoints) }
@@ -175,7 +176,7 @@ func memberList(ctx context.Context, c *config) (*clientv3.MemberListResponse, e
 }
 
 func memberListFrom(ctx context.Context, c *config, ep string) (*clientv3.MemberListResponse, error) {
-	cli, err := connect(ctx, ep, c.dialTimeout)
+	cli, err := connect(ctx, ep, c.dialTimeout, c.tlsConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +192,7 @@ func memberListFrom(ctx context.Context, c *config, ep string) (*clientv3.Member
 
 // askStatus asks the member serving url for its status.
 func askStatus(ctx context.Context, c *config, url string) answer {
-	cli, err := connect(ctx, url, c.dialTimeout)
+	cli, err := connect(ctx, url, c.dialTimeout, c.tlsConfig)
 	if err != nil {
 		return answer{err: err}
 	}
@@ -211,11 +212,12 @@ func askStatus(ctx context.Context, c *config, url string) answer {
 // client connects in the background and its requests wait for the
 // connection, so without this wait --dial-timeout would bound nothing and a
 // member that is down would look like one that is slow to answer.
-func connect(ctx context.Context, ep string, timeout time.Duration) (*clientv3.Client, error) {
+func connect(ctx context.Context, ep string, timeout time.Duration, tlsCfg *tls.Config) (*clientv3.Client, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{ep},
 		DialTimeout: timeout,
 		Logger:      zap.NewNop(),
+		TLS:         tlsCfg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("unreachable: %w", err)

@@ -28,7 +28,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-w", "yaml"}, `-w must be table or json, not "yaml"`},
 		{[]string{"--write-out=simple"}, `-w must be table or json, not "simple"`},
 		{[]string{"--endpoints", " , "}, "--endpoints is empty"},
-		{[]string{"--endpoints", "https://10.0.0.1:2379"}, "TLS is not supported"},
+		{[]string{"--cert", "client.pem"}, "--cert and --key must be given together"},
 		{[]string{"--dial-timeout", "0s"}, "--dial-timeout must be positive"},
 		{[]string{"--command-timeout", "soon"}, `invalid value "soon" for flag -command-timeout`},
 		{[]string{"members"}, `unexpected argument "members"`},

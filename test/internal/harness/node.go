@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -47,6 +48,8 @@ type Options struct {
 	// once every member's URLs are known, just before the member first
 	// starts: to restore a snapshot into its data directory, say.
 	BeforeFirstStart func(n *Node, initialCluster string) error
+	// TLS, when set, gives every member https client and peer URLs.
+	TLS *TLS
 }
 
 func (o Options) withDefaults() Options {
@@ -75,8 +78,13 @@ type Node struct {
 	ListenPeerURL string
 	// Proxy sits in front of the peer listener in a proxied cluster; nil
 	// otherwise.
-	Proxy   *Proxy
-	LogPath string // stdout and stderr of every run of the process
+	Proxy *Proxy
+	// TLSConfig is what the harness's clients use on https URLs: it trusts
+	// the test CA and presents a client certificate. Nil without TLS.
+	TLSConfig *tls.Config
+	// TLSFiles are the same as files, for etcdctl; empty without TLS.
+	TLSFiles ClientFiles
+	LogPath  string // stdout and stderr of every run of the process
 
 	t       testing.TB
 	index   int // 1-based member number, which fixes IP in a proxied cluster
@@ -149,17 +157,24 @@ func newNode(t testing.TB, bin, name string, index int, opts Options) *Node {
 	if opts.Proxied {
 		n.IP = memberIP(t, index)
 	}
-	n.ClientURL = "http://" + freeAddr(t, n.IP)
-	n.ListenPeerURL = "http://" + freeAddr(t, n.IP)
+	scheme := "http://"
+	if opts.TLS != nil {
+		scheme = "https://"
+		n.extra = append(opts.TLS.args(t), n.extra...)
+		n.TLSFiles = opts.TLS.client(t)
+		n.TLSConfig = opts.TLS.CA.ClientConfig(t, n.TLSFiles.Cert, n.TLSFiles.Key)
+	}
+	n.ClientURL = scheme + freeAddr(t, n.IP)
+	n.ListenPeerURL = scheme + freeAddr(t, n.IP)
 	n.PeerURL = n.ListenPeerURL
 	if opts.Proxied {
-		p, err := NewProxy(net.JoinHostPort(n.IP, "0"), strings.TrimPrefix(n.ListenPeerURL, "http://"))
+		p, err := NewProxy(net.JoinHostPort(n.IP, "0"), strings.TrimPrefix(n.ListenPeerURL, scheme))
 		if err != nil {
 			t.Fatalf("harness: %s: %v", name, err)
 		}
 		t.Cleanup(func() { _ = p.Close() })
 		n.Proxy = p
-		n.PeerURL = "http://" + p.Addr()
+		n.PeerURL = scheme + p.Addr()
 	}
 	if opts.PrepareDataDir != nil {
 		if err := opts.PrepareDataDir(n.DataDir); err != nil {
@@ -273,6 +288,7 @@ func (n *Node) NewClient(configure ...func(*clientv3.Config)) (*clientv3.Client,
 		Endpoints:   []string{n.ClientURL},
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
+		TLS:         n.TLSConfig,
 	}
 	for _, f := range configure {
 		f(&cfg)

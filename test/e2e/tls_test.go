@@ -1,0 +1,117 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/ballast-kv/ballast/test/internal/harness"
+)
+
+// A three-member cluster with etcd's TLS flags on both ports and client
+// certificates required: it replicates over TLS peer links, serves gRPC
+// and the HTTP endpoints (for HTTP/1.1 and HTTP/2 clients) over TLS, and
+// refuses whatever does not present a certificate of its CA, speaks plain
+// TCP or offers less than TLS 1.2 — on the client and the peer port.
+func TestTLSCluster(t *testing.T) {
+	ca := harness.NewCA(t)
+	nodes := harness.StartCluster(t, harness.BallastBin(t), 3, harness.Options{TLS: &harness.TLS{CA: ca, ClientCertAuth: true}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	p, err := nodes[0].Client(t).Put(ctx, "k", "over tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := nodes[2].Client(t).Get(ctx, "k")
+	if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "over tls" || got.Header.Revision < p.Header.Revision {
+		t.Fatalf("a linearizable read on another member: %v, %v", got, err)
+	}
+	out := newCtl(t, nodes[1]).ok("endpoint", "health", "--cluster")
+	if strings.Count(out, "is healthy") != 3 {
+		t.Errorf("etcdctl endpoint health --cluster over TLS:\n%s", out)
+	}
+
+	host := strings.TrimPrefix(nodes[0].ClientURL, "https://")
+	refused := func(what string, cfg clientv3.Config) {
+		t.Helper()
+		cfg.DialTimeout, cfg.Logger = 2*time.Second, zap.NewNop()
+		c, err := clientv3.New(cfg)
+		if err == nil {
+			defer c.Close()
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			_, err = c.Get(cctx, "k")
+		}
+		if err == nil {
+			t.Errorf("%s: a Get succeeded", what)
+		}
+	}
+	refused("no client certificate", clientv3.Config{Endpoints: []string{nodes[0].ClientURL}, TLS: ca.ClientConfig(t, "", "")})
+	refused("plain gRPC on the TLS port", clientv3.Config{Endpoints: []string{"http://" + host}})
+	other := harness.NewCA(t)
+	cert, key := other.Issue(t, "root")
+	untrusted := other.ClientConfig(t, cert, key)
+	untrusted.RootCAs = nodes[0].TLSConfig.RootCAs // trusts the server, but its certificate is from another CA
+	refused("a certificate of another CA", clientv3.Config{Endpoints: []string{nodes[0].ClientURL}, TLS: untrusted})
+
+	old := nodes[0].TLSConfig.Clone()
+	old.MinVersion, old.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+	if c, err := tls.Dial("tcp", host, old); err == nil {
+		c.Close()
+		t.Errorf("a TLS 1.1 handshake succeeded")
+	}
+
+	// HTTP/1.1 (curl's fallback) and HTTP/2 (curl's default) both reach
+	// the HTTP endpoints.
+	for _, h2 := range []bool{false, true} {
+		tr := &http.Transport{TLSClientConfig: nodes[0].TLSConfig.Clone(), ForceAttemptHTTP2: h2}
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get(nodes[0].ClientURL + "/health")
+		if err != nil {
+			t.Fatalf("GET /health over TLS (HTTP/2 offered: %v): %v", h2, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"health":"true"`) {
+			t.Errorf("GET /health over TLS (HTTP/2 offered: %v): %s %s", h2, resp.Status, body)
+		}
+		tr.CloseIdleConnections()
+	}
+
+	// The peer port: a plain Raft handshake gets no answer, and TLS
+	// without a client certificate is refused (--peer-client-cert-auth).
+	peer := strings.TrimPrefix(nodes[1].PeerURL, "https://")
+	c, err := net.DialTimeout("tcp", peer, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write(binary.BigEndian.AppendUint64([]byte{'R'}, got.Header.ClusterId))
+	var ack [1]byte
+	if _, err := io.ReadFull(c, ack[:]); err == nil && ack[0] == 0 {
+		t.Errorf("the peer port accepted a plain Raft connection")
+	}
+	c.Close()
+	tc, err := tls.Dial("tcp", peer, ca.ClientConfig(t, "", ""))
+	if err == nil {
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		// TLS 1.3 reports a missing client certificate on the first read.
+		_, err = tc.Write([]byte{'R'})
+		if err == nil {
+			_, err = io.ReadFull(tc, ack[:])
+		}
+		tc.Close()
+	}
+	if err == nil {
+		t.Errorf("the peer port accepted TLS without a client certificate")
+	}
+}
