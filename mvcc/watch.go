@@ -489,3 +489,15 @@ func (v *view) events(from, to int64) ([]*mvccpb.Event, error) {
 	}
 	return evs, it.Error()
 }
+
+// Watchers is the number of watchers of every stream.
+func (s *Store) Watchers() int {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := len(h.ranges) + len(h.unsynced)
+	for _, ws := range h.byKey {
+		n += len(ws)
+	}
+	return n
+}

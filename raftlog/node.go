@@ -110,6 +110,8 @@ type Node struct {
 	// readyTerm is the term in which this node, as leader, has applied an
 	// entry of its own term; only then is its commit index a valid read index.
 	readyTerm atomic.Uint64
+	// leaderChanges counts the leaders this node has seen (a metric).
+	leaderChanges atomic.Uint64
 	reads     readCoalescer
 
 	stateIdxMu  sync.Mutex // caches lastStateIndex's last answer
@@ -310,9 +312,13 @@ func (n *Node) watchLeadership() {
 	defer n.wg.Done()
 	obs := make(chan raft.Observation, 16)
 	o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.RaftState)
-		return ok
+		switch o.Data.(type) {
+		case raft.RaftState, raft.LeaderObservation:
+			return true
+		}
+		return false
 	})
+	var lastLeader raft.ServerID
 	n.raft.RegisterObserver(o)
 	defer n.raft.DeregisterObserver(o)
 	check := func() {
@@ -338,13 +344,20 @@ func (n *Node) watchLeadership() {
 		select {
 		case <-n.stopCh:
 			return
-		case <-obs:
+		case ob := <-obs:
+			if l, ok := ob.Data.(raft.LeaderObservation); ok && l.LeaderID != "" && l.LeaderID != lastLeader {
+				lastLeader = l.LeaderID
+				n.leaderChanges.Add(1)
+			}
 			check()
 		case <-tick.C:
 			check()
 		}
 	}
 }
+
+// LeaderChanges is how many times this node has seen a new leader.
+func (n *Node) LeaderChanges() uint64 { return n.leaderChanges.Load() }
 
 // Term is the current Raft term.
 func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }

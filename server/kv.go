@@ -17,6 +17,7 @@ type kvServer struct {
 }
 
 func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	k.s.metrics.ranges.Inc()
 	if err := checkRange(r); err != nil {
 		return nil, err
 	}
@@ -39,6 +40,7 @@ func (s *Server) rangeLocal(ctx context.Context, r *pb.RangeRequest) (*pb.RangeR
 }
 
 func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
+	k.s.metrics.puts.Inc()
 	if err := checkPut(r); err != nil {
 		return nil, err
 	}
@@ -50,6 +52,7 @@ func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 }
 
 func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
+	k.s.metrics.deletes.Inc()
 	if err := checkDelete(r); err != nil {
 		return nil, err
 	}
@@ -61,6 +64,7 @@ func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*
 }
 
 func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
+	k.s.metrics.txns.Inc()
 	if err := checkTxn(r, k.s.cfg.MaxTxnOps); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -88,13 +89,14 @@ func findMember(ms []*pb.Member, id uint64) *pb.Member {
 }
 
 // checkPeerURLs validates URLs for MemberAdd/MemberUpdate and refuses any
-// that another member (not except) already has.
-func checkPeerURLs(ms []*pb.Member, urls []string, except uint64) error {
+// that another member (not except) already has, or of the wrong scheme:
+// every peer of a cluster speaks TLS, or none does.
+func checkPeerURLs(ms []*pb.Member, urls []string, except uint64, scheme string) error {
 	if len(urls) == 0 {
 		return rpctypes.ErrGRPCMemberBadURLs
 	}
 	for _, u := range urls {
-		if _, err := hostPort(u); err != nil {
+		if _, err := hostPort(u); err != nil || !strings.HasPrefix(u, scheme+"://") {
 			return rpctypes.ErrGRPCMemberBadURLs
 		}
 	}
@@ -132,7 +134,7 @@ func (s *Server) memberAdd(ctx context.Context, r *pb.MemberAddRequest) (*pb.Mem
 		if err != nil {
 			return nil, err
 		}
-		if err := checkPeerURLs(ms, r.PeerURLs, 0); err != nil {
+		if err := checkPeerURLs(ms, r.PeerURLs, 0, s.cfg.peerScheme()); err != nil {
 			return nil, err
 		}
 		if r.IsLearner {
@@ -248,7 +250,7 @@ func (s *Server) memberUpdate(ctx context.Context, r *pb.MemberUpdateRequest) (*
 		if findMember(ms, r.ID) == nil {
 			return nil, rpctypes.ErrGRPCMemberNotFound
 		}
-		if err := checkPeerURLs(ms, r.PeerURLs, r.ID); err != nil {
+		if err := checkPeerURLs(ms, r.PeerURLs, r.ID, s.cfg.peerScheme()); err != nil {
 			return nil, err
 		}
 		if err := s.proposeMember(ctx, mvcc.MemberPeerURL, &pb.Member{ID: r.ID, PeerURLs: r.PeerURLs}); err != nil {
@@ -441,7 +443,9 @@ func (s *Server) pollProgress(conf []raftlog.Member) {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ElectionTimeout/2)
 			defer cancel()
 			var st pb.StatusResponse
+			start := time.Now()
 			if err := s.callPeer(ctx, addr, "Status", &pb.StatusRequest{}, &st); err == nil {
+				s.metrics.peerRoundTrip.WithLabelValues(hexID(id)).Observe(time.Since(start).Seconds())
 				s.progress.record(id, st.RaftAppliedIndex)
 			}
 		}(id, c.Address)

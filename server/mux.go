@@ -16,6 +16,7 @@ import (
 type connMux struct {
 	ln    net.Listener
 	tls   *tls.Config // nil: plain
+	wrap  func(net.Conn) net.Conn
 	grpc  *chanListener
 	http  *chanListener
 	close sync.Once
@@ -23,8 +24,9 @@ type connMux struct {
 
 var http2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
-func newConnMux(ln net.Listener, tlsCfg *tls.Config) *connMux {
-	return &connMux{ln: ln, tls: tlsCfg, grpc: newChanListener(ln.Addr()), http: newChanListener(ln.Addr())}
+// newConnMux serves ln; wrap sees every accepted connection first.
+func newConnMux(ln net.Listener, tlsCfg *tls.Config, wrap func(net.Conn) net.Conn) *connMux {
+	return &connMux{ln: ln, tls: tlsCfg, wrap: wrap, grpc: newChanListener(ln.Addr()), http: newChanListener(ln.Addr())}
 }
 
 func (m *connMux) serve() {
@@ -40,6 +42,7 @@ func (m *connMux) serve() {
 }
 
 func (m *connMux) route(c net.Conn) {
+	c = m.wrap(c)
 	if m.tls != nil {
 		tc, err := handshake(c, m.tls)
 		if err != nil {

@@ -122,6 +122,9 @@ var errClusterMismatch = errors.New("refused by peer")
 type peerDialer struct {
 	local net.Addr    // nil: let the kernel choose
 	tls   *tls.Config // nil: plain
+	// opened may wrap each connection made; failed hears of each failure.
+	opened func(addr string, c net.Conn) net.Conn
+	failed func(addr string)
 }
 
 func newPeerDialer(listenPeerURL string, files TLSFiles) (*peerDialer, error) {
@@ -143,6 +146,20 @@ func newPeerDialer(listenPeerURL string, files TLSFiles) (*peerDialer, error) {
 }
 
 func (d *peerDialer) dial(ctx context.Context, addr string) (net.Conn, error) {
+	c, err := d.dialTLS(ctx, addr)
+	if err != nil {
+		if d.failed != nil {
+			d.failed(addr)
+		}
+		return nil, err
+	}
+	if d.opened != nil {
+		c = d.opened(addr, c)
+	}
+	return c, nil
+}
+
+func (d *peerDialer) dialTLS(ctx context.Context, addr string) (net.Conn, error) {
 	nd := net.Dialer{LocalAddr: d.local}
 	c, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil || d.tls == nil {

@@ -74,8 +74,12 @@ type Server struct {
 	closeOnce sync.Once
 }
 
-// stateMachine adapts mvcc.Store to raftlog.StateMachine.
-type stateMachine struct{ kv *mvcc.Store }
+// stateMachine adapts mvcc.Store to raftlog.StateMachine, timing applies
+// and syncs for etcd's slow-apply and backend-commit metrics.
+type stateMachine struct {
+	kv *mvcc.Store
+	m  *metrics
+}
 
 var _ raftlog.StateMachine = stateMachine{}
 
@@ -84,10 +88,20 @@ func (m stateMachine) Apply(entries []raftlog.Entry) []any {
 	for i, e := range entries {
 		es[i] = mvcc.Entry{Index: e.Index, Data: e.Data}
 	}
-	return m.kv.Apply(es)
+	start := time.Now()
+	res := m.kv.Apply(es)
+	if time.Since(start) > slowApply {
+		m.m.slowApplies.Inc()
+	}
+	return res
 }
-func (m stateMachine) AppliedIndex() uint64                      { return m.kv.AppliedIndex() }
-func (m stateMachine) Sync() error                               { return m.kv.Sync() }
+func (m stateMachine) AppliedIndex() uint64 { return m.kv.AppliedIndex() }
+func (m stateMachine) Sync() error {
+	start := time.Now()
+	err := m.kv.Sync()
+	m.m.backendCommit.Observe(time.Since(start).Seconds())
+	return err
+}
 func (m stateMachine) WriteSnapshot(w io.Writer) (uint64, error) { return m.kv.WriteSnapshot(w) }
 func (m stateMachine) Restore(r io.Reader) error                 { return m.kv.Restore(r) }
 
@@ -107,6 +121,7 @@ func New(cfg Config) (*Server, error) {
 	if s.dialer, err = newPeerDialer(cfg.ListenPeerURLs[0], cfg.PeerTLS); err != nil {
 		return nil, err
 	}
+	s.dialer.opened, s.dialer.failed = s.countPeerConn, s.countPeerFailure
 	s.peers = &peerClients{dialer: s.dialer}
 	s.forwarder = &forwarder{dialer: s.dialer, clusterID: func() uint64 { return s.clusterID }}
 	s.metrics = newMetrics(s)
@@ -116,6 +131,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.reqIDs = newIDGenerator(s.id, time.Now())
+	s.metrics.identified(s.id)
 
 	s.stateDB, err = store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, "state"), Logger: cfg.Logger})
 	if err != nil {
@@ -152,7 +168,7 @@ func New(cfg Config) (*Server, error) {
 	rc.ApplyTimeout = 5*time.Second + 2*cfg.ElectionTimeout
 	rc.Logger = cfg.Logger
 	rc.OnSync = func(d time.Duration) { s.metrics.walFsync.Observe(d.Seconds()) }
-	s.node, err = raftlog.Open(rc, stateMachine{s.kv})
+	s.node, err = raftlog.Open(rc, stateMachine{s.kv, s.metrics})
 	if err != nil {
 		s.closePeers()
 		s.kv.Close()
@@ -246,8 +262,8 @@ func (s *Server) listen() error {
 		// Reused handler goroutines keep their grown stacks: no stack growth per request.
 		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
 		grpc.Creds(handshakenCreds{}), // TLS, if any, was done by the listener
-		grpc.ChainUnaryInterceptor(s.requireLeaderUnary),
-		grpc.ChainStreamInterceptor(s.requireLeaderStream),
+		grpc.ChainUnaryInterceptor(s.metrics.grpc.UnaryServerInterceptor(), s.requireLeaderUnary),
+		grpc.ChainStreamInterceptor(s.metrics.grpc.StreamServerInterceptor(), s.requireLeaderStream),
 	)
 	pb.RegisterKVServer(s.grpc, &kvServer{s: s})
 	pb.RegisterWatchServer(s.grpc, &watchServer{s: s})
@@ -255,6 +271,7 @@ func (s *Server) listen() error {
 	pb.RegisterMaintenanceServer(s.grpc, &maintenanceServer{s: s})
 	pb.RegisterClusterServer(s.grpc, &clusterServer{s: s})
 	pb.RegisterAuthServer(s.grpc, pb.UnimplementedAuthServer{})
+	s.metrics.grpc.InitializeMetrics(s.grpc) // every method at zero, as etcd shows them
 	s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 	var tlsCfg *tls.Config
 	if s.cfg.ClientTLS.Enabled() {
@@ -271,10 +288,15 @@ func (s *Server) listen() error {
 			return fmt.Errorf("listen on client URL %s: %w", u, err)
 		}
 		s.listeners = append(s.listeners, ln)
+		// Bytes on the client port, as etcd's client_grpc_*_bytes_total
+		// (which also counts only what crosses the port).
+		count := func(c net.Conn) net.Conn {
+			return &countingConn{Conn: c, in: s.metrics.clientReceived, out: s.metrics.clientSent}
+		}
 		if isHTTPS(u) {
-			s.muxes = append(s.muxes, newConnMux(ln, tlsCfg))
+			s.muxes = append(s.muxes, newConnMux(ln, tlsCfg, count))
 		} else {
-			s.muxes = append(s.muxes, newConnMux(ln, nil))
+			s.muxes = append(s.muxes, newConnMux(ln, nil, count))
 		}
 	}
 	return nil

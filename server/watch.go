@@ -34,6 +34,8 @@ type watchSession struct {
 }
 
 func (w *watchServer) Watch(stream pb.Watch_WatchServer) error {
+	w.s.metrics.watchStreams.Inc()
+	defer w.s.metrics.watchStreams.Dec()
 	sess := &watchSession{
 		s: w.s, stream: stream, ws: w.s.kv.NewWatchStream(),
 		ctrl: make(chan control, 64),

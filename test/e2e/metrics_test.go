@@ -1,0 +1,193 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ballast-kv/ballast/test/internal/harness"
+)
+
+// etcdAlertMetrics are the series etcd's published alert rules (the etcd
+// mixin) query, beyond what the dashboard shows.
+var etcdAlertMetrics = []string{
+	"etcd_server_has_leader", "etcd_server_leader_changes_seen_total", "etcd_server_proposals_failed_total",
+	"grpc_server_handled_total", "grpc_server_handling_seconds_bucket",
+	"etcd_network_peer_sent_failures_total", "etcd_network_peer_round_trip_time_seconds_bucket",
+	"etcd_disk_wal_fsync_duration_seconds_bucket", "etcd_disk_backend_commit_duration_seconds_bucket",
+	"etcd_mvcc_db_total_size_in_bytes", "etcd_mvcc_db_total_size_in_use_in_bytes", "etcd_server_quota_backend_bytes",
+}
+
+// Every metric the dashboard in deploy/ and etcd's alert rules query is on
+// a Ballast member's /metrics under etcd's name, with values that follow
+// what the member did: its puts, its leader, its ID, a peer it cannot
+// reach.
+func TestMetricsServeTheDashboard(t *testing.T) {
+	names := dashboardMetrics(t)
+	names = append(names, etcdAlertMetrics...)
+	slices.Sort(names)
+	names = slices.Compact(names)
+
+	nodes := harness.StartCluster(t, harness.BallastBin(t), 3, harness.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	leader := findLeader(t, ctx, nodes)
+	cli := leader.Client(t)
+	const puts = 20
+	for i := range puts {
+		if _, err := cli.Put(ctx, fmt.Sprintf("m%02d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cli.Get(ctx, "m", clientv3.WithPrefix())
+	cli.Delete(ctx, "m00")
+	cli.Txn(ctx).Then(clientv3.OpGet("m01")).Commit()
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	cli.Watch(wctx, "m", clientv3.WithPrefix())
+	lease, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.KeepAlive(wctx, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	// A member down: the leader's sends to it fail (etcdMembersDown).
+	var down *harness.Node
+	for _, n := range nodes {
+		if n != leader {
+			down = n
+			break
+		}
+	}
+	downID := memberIDOf(t, ctx, down)
+	down.Kill()
+
+	failedSends := regexp.MustCompile(fmt.Sprintf(`etcd_network_peer_sent_failures_total\{To="%s"\} [1-9]`, downID))
+	var missing []string
+	var text string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		text = scrape(t, leader)
+		missing = missing[:0]
+		for _, name := range names {
+			if !regexp.MustCompile(`(?m)^` + name + `[{ ]`).MatchString(text) {
+				missing = append(missing, name)
+			}
+		}
+		if len(missing) == 0 && failedSends.MatchString(text) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if len(missing) > 0 {
+		t.Fatalf("/metrics of the leader lacks %d of the %d metrics the dashboard and alerts query: %v", len(missing), len(names), missing)
+	}
+	if v := metricValue(t, text, "etcd_server_has_leader"); v != 1 {
+		t.Errorf("etcd_server_has_leader = %v on the leader", v)
+	}
+	if v := metricValue(t, text, "etcd_server_is_leader"); v != 1 {
+		t.Errorf("etcd_server_is_leader = %v on the leader", v)
+	}
+	if v := metricValue(t, text, "etcd_mvcc_put_total"); v != puts {
+		t.Errorf("etcd_mvcc_put_total = %v after %d puts through this member", v, puts)
+	}
+	st, err := cli.Status(ctx, leader.ClientURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf(`etcd_server_id{server_id="%x"} 1`, st.Header.MemberId); !strings.Contains(text, want) {
+		t.Errorf("/metrics lacks %s", want)
+	}
+	if !failedSends.MatchString(text) {
+		t.Errorf("no failed sends to the stopped member, labelled by its ID:\n%s", strings.Join(regexp.MustCompile(`(?m)^etcd_network_peer_sent_failures.*$`).FindAllString(text, -1), "\n"))
+	}
+}
+
+// dashboardMetrics returns every metric name the dashboard's queries use.
+func dashboardMetrics(t *testing.T) []string {
+	b, err := os.ReadFile(harness.FromRoot(t, "deploy/grafana/ballast-dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Targets []struct{ Expr string } `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	ident := regexp.MustCompile(`\b(?:etcd|grpc|process|go|ballast)_[a-z0-9_]+`)
+	labels := regexp.MustCompile(`\{[^}]*\}|\bby \([^)]*\)`) // label names are not metrics
+	var names []string
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			names = append(names, ident.FindAllString(labels.ReplaceAllString(tg.Expr, ""), -1)...)
+		}
+	}
+	if len(names) < 20 {
+		t.Fatalf("the dashboard queries only %d metrics: %v", len(names), names)
+	}
+	return names
+}
+
+func scrape(t *testing.T, n *harness.Node) string {
+	t.Helper()
+	resp, err := http.Get(n.ClientURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// metricValue is the value of an unlabelled series.
+func metricValue(t *testing.T, text, name string) float64 {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("/metrics has no series %s", name)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func memberIDOf(t *testing.T, ctx context.Context, n *harness.Node) string {
+	t.Helper()
+	st, err := n.Client(t).Status(ctx, n.ClientURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strconv.FormatUint(st.Header.MemberId, 16)
+}
+
+func findLeader(t *testing.T, ctx context.Context, nodes []*harness.Node) *harness.Node {
+	t.Helper()
+	for _, n := range nodes {
+		st, err := n.Client(t).Status(ctx, n.ClientURL)
+		if err == nil && st.Leader == st.Header.MemberId {
+			return n
+		}
+	}
+	t.Fatal("no member says it is the leader")
+	return nil
+}
