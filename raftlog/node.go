@@ -112,7 +112,7 @@ type Node struct {
 	readyTerm atomic.Uint64
 	// leaderChanges counts the leaders this node has seen (a metric).
 	leaderChanges atomic.Uint64
-	reads     readCoalescer
+	reads         readCoalescer
 
 	stateIdxMu  sync.Mutex // caches lastStateIndex's last answer
 	stateIdxFor uint64
