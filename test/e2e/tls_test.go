@@ -40,6 +40,16 @@ func TestTLSCluster(t *testing.T) {
 	if strings.Count(out, "is healthy") != 3 {
 		t.Errorf("etcdctl endpoint health --cluster over TLS:\n%s", out)
 	}
+	ctl := newCtl(t, nodes[1])
+	if out := ctl.ok("defrag", "--cluster"); strings.Count(out, "Finished defragmenting etcd member") != 3 {
+		t.Errorf("etcdctl defrag --cluster over TLS:\n%s", out)
+	}
+	if out := ctl.ok("alarm", "list"); out != "" {
+		t.Errorf("etcdctl alarm list on a healthy cluster: %q", out)
+	}
+	if out := ctl.ok("alarm", "disarm"); out != "" {
+		t.Errorf("etcdctl alarm disarm with no alarm: %q", out)
+	}
 
 	host := strings.TrimPrefix(nodes[0].ClientURL, "https://")
 	refused := func(what string, cfg clientv3.Config) {
