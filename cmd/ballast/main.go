@@ -61,9 +61,14 @@ func main() {
 // unsupported are etcd flags whose concept Ballast does not have yet; using
 // one is an error that names it, never silently ignored.
 var unsupported = []string{
-	"auto-tls", "peer-auto-tls",
-	"auth-token", "listen-metrics-urls", "discovery", "discovery-srv", "proxy", "enable-v2",
-	"force-new-cluster", "max-snapshots", "max-wals", "strict-reconfig-check",
+	"auth-token", "listen-metrics-urls", "discovery", "discovery-srv", "proxy",
+	"max-snapshots", "max-wals",
+}
+
+// unsupportedBools are etcd's boolean flags among them: they may be given
+// without a value.
+var unsupportedBools = []string{
+	"auto-tls", "peer-auto-tls", "enable-v2", "force-new-cluster", "strict-reconfig-check",
 	"experimental-initial-corrupt-check", "unsafe-no-fsync",
 }
 
@@ -115,6 +120,11 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 	configFile := fs.String("config-file", "", "path to an etcd-style YAML configuration file; flags are then ignored, as in etcd")
 	for _, name := range unsupported {
 		fs.Func(name, "not supported by Ballast yet", func(string) error {
+			return fmt.Errorf("etcd flag --%s is not supported by Ballast yet", name)
+		})
+	}
+	for _, name := range unsupportedBools {
+		fs.BoolFunc(name, "not supported by Ballast yet", func(string) error {
 			return fmt.Errorf("etcd flag --%s is not supported by Ballast yet", name)
 		})
 	}

@@ -29,7 +29,10 @@ func TestFlagErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--no-such-flag"}, "unknown flag --no-such-flag"},
-		{[]string{"--cert-file", "x.pem"}, "etcd flag --cert-file is not supported by Ballast yet"},
+		{[]string{"--auto-tls"}, "etcd flag --auto-tls is not supported by Ballast yet"},
+		{[]string{"--cert-file", "x.pem"}, "--cert-file and --key-file must be given together"},
+		{[]string{"--listen-client-urls", "https://127.0.0.1:2379"}, "an https URL needs --cert-file and --key-file"},
+		{[]string{"--cert-file", "missing.pem", "--key-file", "missing-key.pem", "--listen-client-urls", "https://127.0.0.1:2379"}, "missing.pem"},
 		{[]string{"--initial-cluster-state", "bogus"}, "--initial-cluster-state must be new or existing"},
 		{[]string{"--listen-client-urls", "localhost:2379"}, "scheme must be http"},
 		{[]string{"--heartbeat-interval", "500", "--election-timeout", "1000"}, "must be at least 5 times"},
