@@ -705,3 +705,10 @@ func (w *writer) onTokens(f func(Tokens)) {
 		f(t)
 	}
 }
+
+// LeaseKeys lists the keys attached to a lease in the applied state.
+func (s *Store) LeaseKeys(id int64) ([][]byte, error) {
+	v, release := s.readView()
+	defer release()
+	return leaseKeys(v.r, id)
+}

@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ballast-kv/ballast/cmd/internal/bench"
 	"github.com/ballast-kv/ballast/cmd/internal/status"
@@ -57,7 +58,7 @@ func main() {
 var unsupported = []string{
 	"cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls",
 	"peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-client-cert-auth", "peer-auto-tls",
-	"auth-token", "listen-metrics-urls", "discovery", "discovery-srv", "proxy", "enable-v2",
+	"listen-metrics-urls", "discovery", "discovery-srv", "proxy", "enable-v2",
 	"force-new-cluster", "max-snapshots", "max-wals", "strict-reconfig-check",
 	"experimental-initial-corrupt-check", "unsafe-no-fsync",
 }
@@ -97,6 +98,9 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 	fs.StringVar(&cfg.AutoCompactionRetention, "auto-compaction-retention", "0", "auto compaction retention: hours or a duration (periodic), revisions (revision); 0 disables")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "duration of periodic watch progress notifications")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "experimental-watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "deprecated alias of --watch-progress-notify-interval")
+	fs.StringVar(&cfg.AuthToken, "auth-token", cfg.AuthToken, "auth token type: simple, or jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...")
+	tokenTTL := fs.Uint("auth-token-ttl", uint(cfg.AuthTokenTTL/time.Second), "time (in seconds) of the auth-token-ttl")
+	fs.IntVar(&cfg.BcryptCost, "bcrypt-cost", cfg.BcryptCost, "bcrypt cost for hashing auth passwords, 4 to 31")
 	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "serve runtime profiling data over HTTP at /debug/pprof/ on the client port")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	configFile := fs.String("config-file", "", "path to an etcd-style YAML configuration file; flags are then ignored, as in etcd")
@@ -116,6 +120,7 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 			return cfg, err
 		}
 	}
+	cfg.AuthTokenTTL = time.Duration(*tokenTTL) * time.Second
 	cfg.HeartbeatInterval = msDuration(heartbeatMS)
 	cfg.ElectionTimeout = msDuration(electionMS)
 	var level slog.Level
