@@ -351,7 +351,7 @@ func (a *AuthState) refresh() {
 }
 
 func (a *AuthState) clone() *AuthState {
-	return &AuthState{enabled: a.enabled, rev: a.rev, users: maps.Clone(a.users), roles: maps.Clone(a.roles)}
+	return &AuthState{enabled: a.enabled, rev: a.rev, users: maps.Clone(a.users), roles: maps.Clone(a.roles), perms: a.perms}
 }
 
 // authW returns the auth state the current apply batch may change.

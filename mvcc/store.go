@@ -228,6 +228,7 @@ func (s *Store) Apply(entries []Entry) []any {
 			continue // applied before a restart
 		}
 		last = e.Index
+		w.index = e.Index
 		if isMemberOp(e.Data) {
 			w.begin()
 			if m, err := w.applyMemberOp(e.Data); err != nil {
@@ -264,6 +265,9 @@ func (s *Store) Apply(entries []Entry) []any {
 	s.mu.Lock()
 	s.db.MustCommit("apply", b, pebble.NoSync)
 	s.rev, s.compactRev, s.applied = w.rev, w.compactRev, last
+	if w.auth != nil {
+		s.auth.Store(w.auth)
+	}
 	s.mu.Unlock()
 
 	if len(events) > 0 {
