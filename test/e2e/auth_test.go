@@ -135,7 +135,10 @@ func get(key string, opts ...clientv3.OpOption) func(context.Context, *clientv3.
 }
 
 func put(key string, opts ...clientv3.OpOption) func(context.Context, *clientv3.Client) error {
-	return func(ctx context.Context, c *clientv3.Client) error { _, err := c.Put(ctx, key, "w", opts...); return err }
+	return func(ctx context.Context, c *clientv3.Client) error {
+		_, err := c.Put(ctx, key, "w", opts...)
+		return err
+	}
 }
 
 func del(key string, opts ...clientv3.OpOption) func(context.Context, *clientv3.Client) error {
@@ -315,7 +318,10 @@ func TestAuthMatrix(t *testing.T) {
 			_, err := c.RoleGrantPermission(ctx, "ra", "b/", "c/", clientv3.PermissionType(clientv3.PermReadWrite))
 			return err
 		}), denied},
-		{"alice", "grant herself root", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.UserGrantRole(ctx, "alice", "root"); return err }), denied},
+		{"alice", "grant herself root", admin(func(ctx context.Context, c *clientv3.Client) error {
+			_, err := c.UserGrantRole(ctx, "alice", "root")
+			return err
+		}), denied},
 		{"alice", "auth disable", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.AuthDisable(ctx); return err }), denied},
 		{"alice", "user get herself", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.UserGet(ctx, "alice"); return err }), ""},
 		{"alice", "user get bob", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.UserGet(ctx, "bob"); return err }), denied},
