@@ -53,7 +53,7 @@ func newTokenProvider(opts string, ttl time.Duration, waitApplied func(context.C
 		if ttl <= 0 {
 			ttl = 5 * time.Minute
 		}
-		return &simpleTokens{ttl: ttl, waitApplied: waitApplied, tokens: map[string]simpleToken{}}, nil
+		return &simpleTokens{ttl: ttl, waitApplied: waitApplied, now: time.Now, tokens: map[string]simpleToken{}}, nil
 	case "jwt":
 		return newJWTTokens(kv)
 	}
@@ -66,6 +66,7 @@ func newTokenProvider(opts string, ttl time.Duration, waitApplied func(context.C
 type simpleTokens struct {
 	ttl         time.Duration
 	waitApplied func(context.Context, uint64) error
+	now         func() time.Time // injected by tests
 
 	mu      sync.Mutex
 	enabled bool
@@ -79,7 +80,7 @@ type simpleToken struct {
 
 func (t *simpleTokens) Assign(index uint64, user, prefix string, _ uint64) (string, error) {
 	tok := prefix + "." + strconv.FormatUint(index, 10)
-	now := time.Now()
+	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for k, v := range t.tokens {
@@ -128,11 +129,11 @@ func (t *simpleTokens) info(ctx context.Context, token string, authRev uint64) (
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st, ok := t.tokens[token]
-	if !ok || time.Now().After(st.expires) {
+	if !ok || t.now().After(st.expires) {
 		delete(t.tokens, token)
 		return mvcc.AuthInfo{}, false
 	}
-	st.expires = time.Now().Add(t.ttl) // renewed on use
+	st.expires = t.now().Add(t.ttl) // renewed on use
 	t.tokens[token] = st
 	return mvcc.AuthInfo{User: st.user, Revision: authRev}, true
 }
