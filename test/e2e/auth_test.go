@@ -152,6 +152,25 @@ func txn(cmps []clientv3.Cmp, then, els []clientv3.Op) func(context.Context, *cl
 	}
 }
 
+// rangeStream reads [key, end) with etcd 3.7's KV.RangeStream.
+func rangeStream(key, end string) func(context.Context, *clientv3.Client) error {
+	return func(ctx context.Context, c *clientv3.Client) error {
+		st, err := pb.NewKVClient(c.ActiveConnection()).RangeStream(ctx, &pb.RangeRequest{Key: []byte(key), RangeEnd: []byte(end)})
+		if err != nil {
+			return err
+		}
+		for {
+			resp, err := st.Recv()
+			if err != nil {
+				return err
+			}
+			if resp.RangeResponse.GetHeader() != nil {
+				return nil
+			}
+		}
+	}
+}
+
 // watchErr opens a watch and returns the reason it was canceled, if it was.
 func watchErr(key string, opts ...clientv3.OpOption) func(context.Context, *clientv3.Client) error {
 	return func(ctx context.Context, c *clientv3.Client) error {
@@ -284,6 +303,18 @@ func TestAuthMatrix(t *testing.T) {
 		{"alice", "put with a lease holding a key outside", put("a/p", clientv3.WithLease(l1.ID)), denied},
 		{"alice", "revoke a lease holding a key outside", revoke(l1.ID), denied},
 		{"", "anonymous lease grant", func(ctx context.Context, c *clientv3.Client) error { _, err := c.Grant(ctx, 60); return err }, noUser},
+		{"alice", "keep alive a lease holding a key outside", func(ctx context.Context, c *clientv3.Client) error {
+			_, err := c.KeepAliveOnce(ctx, l1.ID)
+			return err
+		}, denied},
+		{"alice", "keep alive a lease holding own keys", func(ctx context.Context, c *clientv3.Client) error {
+			_, err := c.KeepAliveOnce(ctx, l2.ID)
+			return err
+		}, ""},
+		{"alice", "list leases, one holding a key outside", func(ctx context.Context, c *clientv3.Client) error { _, err := c.Leases(ctx); return err }, denied},
+		{"root", "list leases", func(ctx context.Context, c *clientv3.Client) error { _, err := c.Leases(ctx); return err }, ""},
+		{"alice", "range stream own prefix", rangeStream("a/", "a0"), ""},
+		{"alice", "range stream straddling", rangeStream("a/", "b"), denied},
 		{"alice", "lease grant", func(ctx context.Context, c *clientv3.Client) error { _, err := c.Grant(ctx, 60); return err }, ""},
 
 		// Maintenance, cluster and auth administration.
