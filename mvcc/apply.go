@@ -22,6 +22,9 @@ type writer struct {
 	b   *pebble.Batch
 	sub int64 // changes made by the current request
 	evs []*mvccpb.Event
+
+	index uint64     // Raft index of the entry being applied
+	auth  *AuthState // the batch's auth state once a request changed it
 }
 
 // revEvents are the events of one revision, for the watch hub.
@@ -51,6 +54,12 @@ func (w *writer) cur() int64 {
 }
 
 func (w *writer) apply(r *pb.InternalRaftRequest) (proto.Message, error) {
+	if err := w.authCheck(r); err != nil {
+		return nil, err
+	}
+	if resp, ok, err := w.applyAuth(r); ok {
+		return resp, err
+	}
 	switch {
 	case r.Put != nil:
 		if w.s.noSpace() {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -22,6 +23,8 @@ type Config struct {
 	// Now is the clock for lease expiry; tests inject their own.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Tokens, if set, issues and drops auth tokens as apply decides.
+	Tokens Tokens
 }
 
 // Entry is one committed command to apply.
@@ -51,6 +54,7 @@ type Store struct {
 	compactor *compactor
 	pages     pageCounts
 	metas     *metaCache // apply goroutine only
+	auth      atomic.Pointer[AuthState]
 }
 
 var (
@@ -113,6 +117,14 @@ func (s *Store) load() error {
 			return fmt.Errorf("mvcc: alarms: %w", err)
 		}
 		s.alarms = resp.Alarms
+	}
+	auth, err := loadAuth(db)
+	if err != nil {
+		return err
+	}
+	s.auth.Store(auth)
+	if s.cfg.Tokens != nil {
+		s.cfg.Tokens.SetEnabled(auth.enabled)
 	}
 	leases, err := loadLessor(db, s.cfg)
 	if err != nil {
@@ -216,6 +228,7 @@ func (s *Store) Apply(entries []Entry) []any {
 			continue // applied before a restart
 		}
 		last = e.Index
+		w.index = e.Index
 		if isMemberOp(e.Data) {
 			w.begin()
 			if m, err := w.applyMemberOp(e.Data); err != nil {
@@ -252,6 +265,9 @@ func (s *Store) Apply(entries []Entry) []any {
 	s.mu.Lock()
 	s.db.MustCommit("apply", b, pebble.NoSync)
 	s.rev, s.compactRev, s.applied = w.rev, w.compactRev, last
+	if w.auth != nil {
+		s.auth.Store(w.auth)
+	}
 	s.mu.Unlock()
 
 	if len(events) > 0 {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Config is a member's configuration, filled by cmd/ballast from etcd-named
@@ -32,6 +34,13 @@ type Config struct {
 	AutoCompactionRetention     string
 	WatchProgressNotifyInterval time.Duration
 	EnablePprof                 bool
+	// AuthToken is etcd's --auth-token: "simple" or
+	// "jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...".
+	AuthToken string
+	// AuthTokenTTL is how long an unused simple token lives.
+	AuthTokenTTL time.Duration
+	// BcryptCost hashes passwords (etcd's --bcrypt-cost).
+	BcryptCost int
 	// ClientTLS serves the https:// client URLs; PeerTLS secures every
 	// peer connection, both ways (then every peer URL is https://).
 	ClientTLS TLSFiles
@@ -57,6 +66,9 @@ func DefaultConfig() Config {
 		QuotaBackendBytes:           2 << 30,
 		AutoCompactionMode:          "periodic",
 		WatchProgressNotifyInterval: 10 * time.Minute,
+		AuthToken:                   "simple",
+		AuthTokenTTL:                5 * time.Minute,
+		BcryptCost:                  bcrypt.DefaultCost,
 	}
 }
 
@@ -122,6 +134,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--election-timeout (%v) must be at least 5 times --heartbeat-interval (%v)", c.ElectionTimeout, c.HeartbeatInterval)
 	case c.AutoCompactionMode != "periodic" && c.AutoCompactionMode != "revision":
 		return fmt.Errorf("--auto-compaction-mode must be periodic or revision, not %q", c.AutoCompactionMode)
+	case c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost:
+		return fmt.Errorf("--bcrypt-cost must be between %d and %d, not %d", bcrypt.MinCost, bcrypt.MaxCost, c.BcryptCost)
+	}
+	if _, err := newTokenProvider(c.AuthToken, c.AuthTokenTTL, nil); err != nil {
+		return err
 	}
 	for _, u := range append(append(append([]string{}, c.ListenClientURLs...), c.ListenPeerURLs...), c.AdvertiseClientURLs...) {
 		if _, err := hostPort(u); err != nil {

@@ -28,6 +28,23 @@ var wireErrors = map[error]error{
 	raftlog.ErrTimeout:        rpctypes.ErrGRPCTimeout,
 	raftlog.ErrStopped:        rpctypes.ErrGRPCStopped,
 	mvcc.ErrClosed:            rpctypes.ErrGRPCStopped,
+
+	mvcc.ErrRootUserNotExist:     rpctypes.ErrGRPCRootUserNotExist,
+	mvcc.ErrRootRoleNotExist:     rpctypes.ErrGRPCRootRoleNotExist,
+	mvcc.ErrUserAlreadyExist:     rpctypes.ErrGRPCUserAlreadyExist,
+	mvcc.ErrUserEmpty:            rpctypes.ErrGRPCUserEmpty,
+	mvcc.ErrUserNotFound:         rpctypes.ErrGRPCUserNotFound,
+	mvcc.ErrRoleAlreadyExist:     rpctypes.ErrGRPCRoleAlreadyExist,
+	mvcc.ErrRoleNotFound:         rpctypes.ErrGRPCRoleNotFound,
+	mvcc.ErrRoleEmpty:            rpctypes.ErrGRPCRoleEmpty,
+	mvcc.ErrPermissionNotGiven:   rpctypes.ErrGRPCPermissionNotGiven,
+	mvcc.ErrAuthFailed:           rpctypes.ErrGRPCAuthFailed,
+	mvcc.ErrPermissionDenied:     rpctypes.ErrGRPCPermissionDenied,
+	mvcc.ErrRoleNotGranted:       rpctypes.ErrGRPCRoleNotGranted,
+	mvcc.ErrPermissionNotGranted: rpctypes.ErrGRPCPermissionNotGranted,
+	mvcc.ErrAuthNotEnabled:       rpctypes.ErrGRPCAuthNotEnabled,
+	mvcc.ErrAuthOldRevision:      rpctypes.ErrGRPCAuthOldRevision,
+	mvcc.ErrInvalidAuthMgmt:      rpctypes.ErrGRPCInvalidAuthMgmt,
 }
 
 // toGRPC is the single translation point from internal errors to the codes

@@ -65,6 +65,11 @@ func (s *Server) backoff(ctx context.Context, attempt int) error {
 // propose replicates a request and returns the state machine's response.
 func (s *Server) propose(ctx context.Context, r *pb.InternalRaftRequest) (proto.Message, error) {
 	r.ID = s.reqIDs.Next()
+	if ai := authInfoFrom(ctx); ai != nil {
+		// A client's request: apply checks it again against the auth
+		// state it meets.
+		r.Header = &pb.RequestHeader{ID: r.ID, Username: ai.User, AuthRevision: ai.Revision}
+	}
 	data, err := proto.Marshal(r)
 	if err != nil {
 		return nil, err
@@ -160,6 +165,40 @@ func responseFor(r *pb.InternalRaftRequest) proto.Message {
 		return &pb.LeaseCheckpointResponse{}
 	case r.Alarm != nil:
 		return &pb.AlarmResponse{}
+	case r.AuthEnable != nil:
+		return &pb.AuthEnableResponse{}
+	case r.AuthDisable != nil:
+		return &pb.AuthDisableResponse{}
+	case r.AuthStatus != nil:
+		return &pb.AuthStatusResponse{}
+	case r.Authenticate != nil:
+		return &pb.AuthenticateResponse{}
+	case r.AuthUserAdd != nil:
+		return &pb.AuthUserAddResponse{}
+	case r.AuthUserDelete != nil:
+		return &pb.AuthUserDeleteResponse{}
+	case r.AuthUserChangePassword != nil:
+		return &pb.AuthUserChangePasswordResponse{}
+	case r.AuthUserGrantRole != nil:
+		return &pb.AuthUserGrantRoleResponse{}
+	case r.AuthUserRevokeRole != nil:
+		return &pb.AuthUserRevokeRoleResponse{}
+	case r.AuthUserGet != nil:
+		return &pb.AuthUserGetResponse{}
+	case r.AuthUserList != nil:
+		return &pb.AuthUserListResponse{}
+	case r.AuthRoleAdd != nil:
+		return &pb.AuthRoleAddResponse{}
+	case r.AuthRoleDelete != nil:
+		return &pb.AuthRoleDeleteResponse{}
+	case r.AuthRoleGrantPermission != nil:
+		return &pb.AuthRoleGrantPermissionResponse{}
+	case r.AuthRoleRevokePermission != nil:
+		return &pb.AuthRoleRevokePermissionResponse{}
+	case r.AuthRoleGet != nil:
+		return &pb.AuthRoleGetResponse{}
+	case r.AuthRoleList != nil:
+		return &pb.AuthRoleListResponse{}
 	}
 	return &pb.ResponseHeader{}
 }

@@ -127,7 +127,7 @@ func (s *Server) checkQuota(ctx context.Context, r *pb.InternalRaftRequest) erro
 	if s.kv.Size().InUse+cost < s.cfg.QuotaBackendBytes {
 		return nil
 	}
-	s.propose(ctx, &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: s.id, Alarm: pb.AlarmType_NOSPACE}})
+	s.propose(internal(ctx), &pb.InternalRaftRequest{Alarm: &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: s.id, Alarm: pb.AlarmType_NOSPACE}})
 	return toGRPC(errNoSpace)
 }
 

@@ -111,6 +111,7 @@ func newMetrics(s *Server) *metrics {
 		gauge("mvcc", "db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.", func() float64 { return float64(s.kv.Size().InUse) }),
 		gauge("debugging", "mvcc_current_revision", "The current revision of store.", func() float64 { return float64(s.kv.Rev()) }),
 		gauge("debugging", "mvcc_compact_revision", "The revision of the last compaction in store.", func() float64 { return float64(s.kv.CompactRev()) }),
+		gauge("debugging", "auth_revision", "The current revision of auth store.", func() float64 { return float64(s.kv.Auth().Revision()) }),
 		gauge("server", "quota_backend_bytes", "Current backend storage quota size in bytes.", func() float64 { return float64(s.cfg.QuotaBackendBytes) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

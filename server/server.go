@@ -45,6 +45,7 @@ type Server struct {
 	kv      *mvcc.Store
 	node    *raftlog.Node
 	metrics *metrics
+	tokens  tokenProvider
 
 	grpc      *grpc.Server
 	http      *http.Server
@@ -133,11 +134,21 @@ func New(cfg Config) (*Server, error) {
 	s.reqIDs = newIDGenerator(s.id, time.Now())
 	s.metrics.identified(s.id)
 
+	s.tokens, err = newTokenProvider(cfg.AuthToken, cfg.AuthTokenTTL, func(ctx context.Context, index uint64) error {
+		if s.node == nil {
+			return nil
+		}
+		return s.node.WaitApplied(ctx, index)
+	})
+	if err != nil {
+		s.peers.close()
+		return nil, err
+	}
 	s.stateDB, err = store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, "state"), Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
-	s.kv, err = mvcc.Open(s.stateDB, mvcc.Config{MinLeaseTTL: minLeaseTTL(cfg), Logger: cfg.Logger})
+	s.kv, err = mvcc.Open(s.stateDB, mvcc.Config{MinLeaseTTL: minLeaseTTL(cfg), Logger: cfg.Logger, Tokens: s.tokens})
 	if err != nil {
 		s.stateDB.Close()
 		return nil, err
@@ -262,15 +273,15 @@ func (s *Server) listen() error {
 		// Reused handler goroutines keep their grown stacks: no stack growth per request.
 		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
 		grpc.Creds(handshakenCreds{}), // TLS, if any, was done by the listener
-		grpc.ChainUnaryInterceptor(s.metrics.grpc.UnaryServerInterceptor(), s.requireLeaderUnary),
-		grpc.ChainStreamInterceptor(s.metrics.grpc.StreamServerInterceptor(), s.requireLeaderStream),
+		grpc.ChainUnaryInterceptor(s.metrics.grpc.UnaryServerInterceptor(), s.requireLeaderUnary, s.authUnary),
+		grpc.ChainStreamInterceptor(s.metrics.grpc.StreamServerInterceptor(), s.requireLeaderStream, s.authStream),
 	)
 	pb.RegisterKVServer(s.grpc, &kvServer{s: s})
 	pb.RegisterWatchServer(s.grpc, &watchServer{s: s})
 	pb.RegisterLeaseServer(s.grpc, &leaseServer{s: s})
 	pb.RegisterMaintenanceServer(s.grpc, &maintenanceServer{s: s})
 	pb.RegisterClusterServer(s.grpc, &clusterServer{s: s})
-	pb.RegisterAuthServer(s.grpc, pb.UnimplementedAuthServer{})
+	pb.RegisterAuthServer(s.grpc, &authServer{s: s})
 	s.metrics.grpc.InitializeMetrics(s.grpc) // every method at zero, as etcd shows them
 	s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 	var tlsCfg *tls.Config

@@ -113,6 +113,10 @@ func (ss *watchSession) create(c *pb.WatchCreateRequest) *pb.WatchResponse {
 	if len(key) == 0 {
 		key = []byte{0}
 	}
+	if _, err := ss.s.authorize(ss.stream.Context(), methodWatch, &pb.WatchCreateRequest{Key: key, RangeEnd: c.RangeEnd}); err != nil {
+		// As etcd: a denied watch is created and canceled at once.
+		return fail(err.Error())
+	}
 	var end []byte
 	if len(c.RangeEnd) == 1 && c.RangeEnd[0] == 0 {
 		end = []byte{}

@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ballast-kv/ballast/cmd/internal/bench"
 	"github.com/ballast-kv/ballast/cmd/internal/cli"
@@ -61,7 +62,7 @@ func main() {
 // unsupported are etcd flags whose concept Ballast does not have yet; using
 // one is an error that names it, never silently ignored.
 var unsupported = []string{
-	"auth-token", "listen-metrics-urls", "discovery", "discovery-srv", "proxy",
+	"listen-metrics-urls", "discovery", "discovery-srv", "proxy",
 	"max-snapshots", "max-wals",
 }
 
@@ -107,6 +108,9 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 	fs.StringVar(&cfg.AutoCompactionRetention, "auto-compaction-retention", "0", "auto compaction retention: hours or a duration (periodic), revisions (revision); 0 disables")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "duration of periodic watch progress notifications")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "experimental-watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "deprecated alias of --watch-progress-notify-interval")
+	fs.StringVar(&cfg.AuthToken, "auth-token", cfg.AuthToken, "auth token type: simple, or jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...")
+	tokenTTL := fs.Uint("auth-token-ttl", uint(cfg.AuthTokenTTL/time.Second), "time (in seconds) of the auth-token-ttl")
+	fs.IntVar(&cfg.BcryptCost, "bcrypt-cost", cfg.BcryptCost, "bcrypt cost for hashing auth passwords, 4 to 31")
 	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "serve runtime profiling data over HTTP at /debug/pprof/ on the client port")
 	tlsFlags := func(prefix, what string, f *server.TLSFiles) {
 		fs.StringVar(&f.CertFile, prefix+"cert-file", "", "path to the "+what+" server TLS certificate file")
@@ -139,6 +143,7 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 			return cfg, err
 		}
 	}
+	cfg.AuthTokenTTL = time.Duration(*tokenTTL) * time.Second
 	cfg.HeartbeatInterval = msDuration(heartbeatMS)
 	cfg.ElectionTimeout = msDuration(electionMS)
 	var level slog.Level
