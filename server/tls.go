@@ -93,21 +93,15 @@ func loadCAs(file string) (*x509.CertPool, error) {
 // serverConfig is the TLS configuration of a listener; alpn are the
 // protocols it offers (see clientTLS for the client port's choice).
 func (f TLSFiles) serverConfig(alpn []string) (*tls.Config, error) {
-	l := &certLoader{certFile: f.CertFile, keyFile: f.KeyFile}
-	if _, err := l.get(); err != nil {
-		return nil, fmt.Errorf("certificate %s, key %s: %w", f.CertFile, f.KeyFile, err)
+	l, pool, err := f.load()
+	if err != nil {
+		return nil, err
 	}
 	cfg := &tls.Config{
 		MinVersion:     tlsMinVersion,
 		NextProtos:     alpn,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return l.get() },
-	}
-	if f.TrustedCAFile != "" {
-		pool, err := loadCAs(f.TrustedCAFile)
-		if err != nil {
-			return nil, err
-		}
-		cfg.ClientCAs = pool
+		ClientCAs:      pool,
 	}
 	if f.ClientCertAuth {
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
@@ -119,22 +113,29 @@ func (f TLSFiles) serverConfig(alpn []string) (*tls.Config, error) {
 // checks their certificates against the trusted CA (or the system's) and
 // presents its own, which peers with --peer-client-cert-auth require.
 func (f TLSFiles) dialConfig() (*tls.Config, error) {
-	l := &certLoader{certFile: f.CertFile, keyFile: f.KeyFile}
-	if _, err := l.get(); err != nil {
-		return nil, fmt.Errorf("certificate %s, key %s: %w", f.CertFile, f.KeyFile, err)
+	l, pool, err := f.load()
+	if err != nil {
+		return nil, err
 	}
-	cfg := &tls.Config{
+	return &tls.Config{
 		MinVersion:           tlsMinVersion,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return l.get() },
+		RootCAs:              pool, // nil: the system's
+	}, nil
+}
+
+// load reads the key pair once (to fail at start, not at the first
+// handshake) and the trusted CAs, if any.
+func (f TLSFiles) load() (*certLoader, *x509.CertPool, error) {
+	l := &certLoader{certFile: f.CertFile, keyFile: f.KeyFile}
+	if _, err := l.get(); err != nil {
+		return nil, nil, fmt.Errorf("certificate %s, key %s: %w", f.CertFile, f.KeyFile, err)
 	}
-	if f.TrustedCAFile != "" {
-		pool, err := loadCAs(f.TrustedCAFile)
-		if err != nil {
-			return nil, err
-		}
-		cfg.RootCAs = pool
+	if f.TrustedCAFile == "" {
+		return l, nil, nil
 	}
-	return cfg, nil
+	pool, err := loadCAs(f.TrustedCAFile)
+	return l, pool, err
 }
 
 // clientTLS picks, per connection, what the client port speaks over TLS.

@@ -23,6 +23,28 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 	if err := yaml.Unmarshal(b, &m); err != nil {
 		return fmt.Errorf("--config-file %s: %w", path, err)
 	}
+	// etcd nests the TLS settings: client-transport-security: {cert-file:
+	// ...} is --cert-file, peer-transport-security: {...} --peer-cert-file.
+	for section, prefix := range map[string]string{"client-transport-security": "", "peer-transport-security": "peer-"} {
+		sub, ok := m[section]
+		if !ok {
+			continue
+		}
+		delete(m, section)
+		if sub == nil {
+			continue
+		}
+		fields, ok := sub.(map[string]any)
+		if !ok {
+			return fmt.Errorf("--config-file %s: %s must be a mapping", path, section)
+		}
+		for k, v := range fields {
+			if _, dup := m[prefix+k]; dup {
+				return fmt.Errorf("--config-file %s: %s.%s and %s%s both given", path, section, k, prefix, k)
+			}
+			m[prefix+k] = v
+		}
+	}
 	for k, v := range m {
 		if fs.Lookup(k) == nil {
 			return fmt.Errorf("--config-file %s: unknown key %q", path, k)

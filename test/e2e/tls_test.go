@@ -176,3 +176,26 @@ func TestAuthOnATLSCluster(t *testing.T) {
 	root.ok("auth", "disable")
 	alice.ok("put", "app/x", "2")
 }
+
+// etcd's YAML config file nests the TLS settings in client- and
+// peer-transport-security sections; a member started from one serves TLS
+// and requires client certificates as with the flags.
+func TestTLSFromConfigFile(t *testing.T) {
+	ca := harness.NewCA(t)
+	n := harness.Start(t, harness.BallastBin(t), harness.Options{TLS: &harness.TLS{CA: ca, ClientCertAuth: true, ConfigFile: true}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := n.Client(t).Put(ctx, "k", "v"); err != nil {
+		t.Fatalf("a put with a client certificate: %v", err)
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{n.ClientURL}, TLS: ca.ClientConfig(t, "", ""), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	gctx, gcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer gcancel()
+	if _, err := c.Get(gctx, "k"); err == nil {
+		t.Errorf("a Get without a client certificate succeeded: client-cert-auth from the file was not applied")
+	}
+}

@@ -61,8 +61,16 @@ func fail(stderr io.Writer, err error) int {
 	return 1
 }
 
-// parse parses flags that may come before or after the one FILE argument.
-func parse(fs *flag.FlagSet, args []string) (string, error) {
+// formatFlag registers -w and --write-out.
+func formatFlag(fs *flag.FlagSet) *string {
+	format := fs.String("w", "table", "output format: table or json")
+	fs.StringVar(format, "write-out", "table", "output format: table or json")
+	return format
+}
+
+// parse parses flags that may come before or after the one FILE argument,
+// and checks the output format.
+func parse(fs *flag.FlagSet, args []string, format *string) (string, error) {
 	fs.SetOutput(io.Discard)
 	var files []string
 	for {
@@ -76,6 +84,9 @@ func parse(fs *flag.FlagSet, args []string) (string, error) {
 	}
 	if len(files) != 1 {
 		return "", fmt.Errorf("want one snapshot file, got %d", len(files))
+	}
+	if *format != "table" && *format != "json" {
+		return "", fmt.Errorf("-w %q: want table or json", *format)
 	}
 	return files[0], nil
 }
@@ -107,14 +118,10 @@ type Status struct {
 
 func status(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	format := fs.String("w", "table", "output format: table or json")
-	fs.StringVar(format, "write-out", "table", "output format: table or json")
-	path, err := parse(fs, args)
+	format := formatFlag(fs)
+	path, err := parse(fs, args, format)
 	if err != nil {
 		return usageError(stderr, err)
-	}
-	if *format != "table" && *format != "json" {
-		return usageError(stderr, fmt.Errorf("-w %q: want table or json", *format))
 	}
 	f, size, err := openBackup(path)
 	if err != nil {
@@ -165,14 +172,10 @@ func restore(args []string, stdout, stderr io.Writer) int {
 		return nil
 	})
 	skipHash := fs.Bool("skip-hash-check", false, "do not compare the file's sha256 checksum")
-	format := fs.String("w", "table", "output format: table or json")
-	fs.StringVar(format, "write-out", "table", "output format: table or json")
-	path, err := parse(fs, args)
+	format := formatFlag(fs)
+	path, err := parse(fs, args, format)
 	if err != nil {
 		return usageError(stderr, err)
-	}
-	if *format != "table" && *format != "json" {
-		return usageError(stderr, fmt.Errorf("-w %q: want table or json", *format))
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = cfg.Name + ".ballast"

@@ -125,11 +125,24 @@ type TLS struct {
 	CA             *CA
 	ClientCertAuth bool
 	ClientUser     string
+	// ConfigFile gives the settings in etcd's YAML (client- and
+	// peer-transport-security sections) through --config-file, not flags.
+	ConfigFile bool
 }
 
 // args are the members' TLS flags, issuing the server certificate once.
 func (o *TLS) args(t testing.TB) []string {
 	cert, key := o.CA.Issue(t, "server")
+	if o.ConfigFile {
+		section := func(name string, clientCertAuth bool) string {
+			return fmt.Sprintf("%s:\n  cert-file: %s\n  key-file: %s\n  trusted-ca-file: %s\n  client-cert-auth: %v\n", name, cert, key, o.CA.CertFile, clientCertAuth)
+		}
+		path := filepath.Join(o.CA.dir, fmt.Sprintf("tls-%d.yaml", o.CA.serial))
+		if err := os.WriteFile(path, []byte(section("client-transport-security", o.ClientCertAuth)+section("peer-transport-security", true)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return []string{"--config-file", path}
+	}
 	args := []string{
 		"--cert-file", cert, "--key-file", key, "--trusted-ca-file", o.CA.CertFile,
 		"--peer-cert-file", cert, "--peer-key-file", key, "--peer-trusted-ca-file", o.CA.CertFile,
