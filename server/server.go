@@ -47,6 +47,9 @@ type Server struct {
 	metrics *metrics
 	tokens  tokenProvider
 
+	// TLS of the https client URLs and of the peer listener; nil: plain.
+	clientTLS, peerTLS *tls.Config
+
 	grpc      *grpc.Server
 	http      *http.Server
 	muxes     []*connMux
@@ -118,7 +121,12 @@ func New(cfg Config) (*Server, error) {
 		cfg.DataDir = cfg.Name + ".ballast"
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, peerURLs: cfg.InitialAdvertisePeerURLs, stopCh: make(chan struct{}), leaveCh: make(chan struct{})}
+	// Every certificate is read before anything is written to the data
+	// dir: a member that cannot serve must not leave a member file behind.
 	var err error
+	if s.clientTLS, s.peerTLS, err = cfg.listenerTLS(); err != nil {
+		return nil, err
+	}
 	if s.dialer, err = newPeerDialer(cfg.ListenPeerURLs[0], cfg.PeerTLS); err != nil {
 		return nil, err
 	}
@@ -198,13 +206,6 @@ func New(cfg Config) (*Server, error) {
 // Raft can reach this member as soon as it starts.
 func (s *Server) listenPeers() error {
 	s.peerRaft, s.peerFwd, s.peerRPC = newChanListener(nil), newChanListener(nil), newChanListener(nil)
-	var peerTLS *tls.Config
-	if s.cfg.PeerTLS.Enabled() {
-		var err error
-		if peerTLS, err = s.cfg.PeerTLS.serverConfig(nil); err != nil {
-			return fmt.Errorf("peer TLS: %w", err)
-		}
-	}
 	for _, u := range s.cfg.ListenPeerURLs {
 		addr, _ := hostPort(u)
 		ln, err := net.Listen("tcp", addr)
@@ -215,7 +216,7 @@ func (s *Server) listenPeers() error {
 		if s.peerRaft.addr == nil {
 			s.peerRaft.addr, s.peerFwd.addr, s.peerRPC.addr = ln.Addr(), ln.Addr(), ln.Addr()
 		}
-		pl := newPeerListener(ln, peerTLS, s.peerRaft, s.peerFwd, s.peerRPC, func() uint64 { return s.clusterID }, s.refused)
+		pl := newPeerListener(ln, s.peerTLS, s.peerRaft, s.peerFwd, s.peerRPC, func() uint64 { return s.clusterID }, s.refused)
 		s.peerMuxes = append(s.peerMuxes, pl)
 		go pl.serve()
 	}
@@ -284,14 +285,6 @@ func (s *Server) listen() error {
 	pb.RegisterAuthServer(s.grpc, &authServer{s: s})
 	s.metrics.grpc.InitializeMetrics(s.grpc) // every method at zero, as etcd shows them
 	s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
-	var tlsCfg *tls.Config
-	if s.cfg.ClientTLS.Enabled() {
-		base, err := s.cfg.ClientTLS.serverConfig(nil)
-		if err != nil {
-			return fmt.Errorf("client TLS: %w", err)
-		}
-		tlsCfg = clientTLS(base)
-	}
 	for _, u := range s.cfg.ListenClientURLs {
 		addr, _ := hostPort(u)
 		ln, err := net.Listen("tcp", addr)
@@ -305,7 +298,7 @@ func (s *Server) listen() error {
 			return &countingConn{Conn: c, in: s.metrics.clientReceived, out: s.metrics.clientSent}
 		}
 		if isHTTPS(u) {
-			s.muxes = append(s.muxes, newConnMux(ln, tlsCfg, count))
+			s.muxes = append(s.muxes, newConnMux(ln, s.clientTLS, count))
 		} else {
 			s.muxes = append(s.muxes, newConnMux(ln, nil, count))
 		}

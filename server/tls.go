@@ -90,16 +90,32 @@ func loadCAs(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// serverConfig is the TLS configuration of a listener; alpn are the
-// protocols it offers (see clientTLS for the client port's choice).
-func (f TLSFiles) serverConfig(alpn []string) (*tls.Config, error) {
+// listenerTLS reads the certificates of the client and peer listeners.
+func (c *Config) listenerTLS() (client, peer *tls.Config, err error) {
+	if c.ClientTLS.Enabled() {
+		base, err := c.ClientTLS.serverConfig()
+		if err != nil {
+			return nil, nil, fmt.Errorf("client TLS: %w", err)
+		}
+		client = clientTLS(base)
+	}
+	if c.PeerTLS.Enabled() {
+		if peer, err = c.PeerTLS.serverConfig(); err != nil {
+			return nil, nil, fmt.Errorf("peer TLS: %w", err)
+		}
+	}
+	return client, peer, nil
+}
+
+// serverConfig is the TLS configuration of a listener (see clientTLS for
+// the protocols the client port offers).
+func (f TLSFiles) serverConfig() (*tls.Config, error) {
 	l, pool, err := f.load()
 	if err != nil {
 		return nil, err
 	}
 	cfg := &tls.Config{
 		MinVersion:     tlsMinVersion,
-		NextProtos:     alpn,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return l.get() },
 		ClientCAs:      pool,
 	}

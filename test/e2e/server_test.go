@@ -16,10 +16,21 @@ import (
 	"github.com/ballast-kv/ballast/test/internal/harness"
 )
 
+// runBallast runs the binary in an empty directory of its own; a run that
+// fails must leave the directory empty (no data dir of a member that never
+// served).
 func runBallast(t *testing.T, args ...string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, harness.BallastBin(t), args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, harness.BallastBin(t), args...)
+	cmd.Dir = t.TempDir()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		if left, _ := os.ReadDir(cmd.Dir); len(left) > 0 {
+			t.Errorf("ballast %v failed but left %s behind", args, left[0].Name())
+		}
+	}
 	return string(out), err
 }
 
