@@ -230,9 +230,6 @@ func TestAuthMatrix(t *testing.T) {
 	revoke := func(id clientv3.LeaseID) func(context.Context, *clientv3.Client) error {
 		return func(ctx context.Context, c *clientv3.Client) error { _, err := c.Revoke(ctx, id); return err }
 	}
-	admin := func(f func(ctx context.Context, c *clientv3.Client) error) func(context.Context, *clientv3.Client) error {
-		return f
-	}
 	ep := n.ClientURL
 
 	cases := []authCase{
@@ -318,51 +315,51 @@ func TestAuthMatrix(t *testing.T) {
 		{"alice", "lease grant", func(ctx context.Context, c *clientv3.Client) error { _, err := c.Grant(ctx, 60); return err }, ""},
 
 		// Maintenance, cluster and auth administration.
-		{"alice", "compact", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.Compact(ctx, 2); return err }), denied},
-		{"alice", "defragment", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.Defragment(ctx, ep); return err }), denied},
-		{"alice", "hashkv", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.HashKV(ctx, ep, 0); return err }), denied},
-		{"alice", "snapshot", admin(func(ctx context.Context, c *clientv3.Client) error {
+		{"alice", "compact", func(ctx context.Context, c *clientv3.Client) error { _, err := c.Compact(ctx, 2); return err }, denied},
+		{"alice", "defragment", func(ctx context.Context, c *clientv3.Client) error { _, err := c.Defragment(ctx, ep); return err }, denied},
+		{"alice", "hashkv", func(ctx context.Context, c *clientv3.Client) error { _, err := c.HashKV(ctx, ep, 0); return err }, denied},
+		{"alice", "snapshot", func(ctx context.Context, c *clientv3.Client) error {
 			rc, err := c.Snapshot(ctx)
 			if err == nil {
 				_, err = rc.Read(make([]byte, 1))
 				rc.Close()
 			}
 			return err
-		}), denied},
-		{"alice", "move leader", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.MoveLeader(ctx, 1); return err }), denied},
-		{"alice", "member add", admin(func(ctx context.Context, c *clientv3.Client) error {
+		}, denied},
+		{"alice", "move leader", func(ctx context.Context, c *clientv3.Client) error { _, err := c.MoveLeader(ctx, 1); return err }, denied},
+		{"alice", "member add", func(ctx context.Context, c *clientv3.Client) error {
 			_, err := c.MemberAdd(ctx, []string{"http://127.0.0.1:1"})
 			return err
-		}), denied},
-		{"alice", "alarm disarm", admin(func(ctx context.Context, c *clientv3.Client) error {
+		}, denied},
+		{"alice", "alarm disarm", func(ctx context.Context, c *clientv3.Client) error {
 			_, err := c.AlarmDisarm(ctx, &clientv3.AlarmMember{MemberID: 1, Alarm: pb.AlarmType_NOSPACE})
 			return err
-		}), denied},
-		{"alice", "alarm list", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.AlarmList(ctx); return err }), ""},
-		{"alice", "status", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.Status(ctx, ep); return err }), ""},
-		{"", "anonymous status", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.Status(ctx, ep); return err }), noUser},
-		{"alice", "member list", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.MemberList(ctx); return err }), ""},
-		{"alice", "user add", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.UserAdd(ctx, "eve", "x"); return err }), denied},
-		{"alice", "user list", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.UserList(ctx); return err }), denied},
-		{"alice", "role list", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.RoleList(ctx); return err }), denied},
-		{"alice", "grant herself more", admin(func(ctx context.Context, c *clientv3.Client) error {
+		}, denied},
+		{"alice", "alarm list", func(ctx context.Context, c *clientv3.Client) error { _, err := c.AlarmList(ctx); return err }, ""},
+		{"alice", "status", func(ctx context.Context, c *clientv3.Client) error { _, err := c.Status(ctx, ep); return err }, ""},
+		{"", "anonymous status", func(ctx context.Context, c *clientv3.Client) error { _, err := c.Status(ctx, ep); return err }, noUser},
+		{"alice", "member list", func(ctx context.Context, c *clientv3.Client) error { _, err := c.MemberList(ctx); return err }, ""},
+		{"alice", "user add", func(ctx context.Context, c *clientv3.Client) error { _, err := c.UserAdd(ctx, "eve", "x"); return err }, denied},
+		{"alice", "user list", func(ctx context.Context, c *clientv3.Client) error { _, err := c.UserList(ctx); return err }, denied},
+		{"alice", "role list", func(ctx context.Context, c *clientv3.Client) error { _, err := c.RoleList(ctx); return err }, denied},
+		{"alice", "grant herself more", func(ctx context.Context, c *clientv3.Client) error {
 			_, err := c.RoleGrantPermission(ctx, "ra", "b/", "c/", clientv3.PermissionType(clientv3.PermReadWrite))
 			return err
-		}), denied},
-		{"alice", "grant herself root", admin(func(ctx context.Context, c *clientv3.Client) error {
+		}, denied},
+		{"alice", "grant herself root", func(ctx context.Context, c *clientv3.Client) error {
 			_, err := c.UserGrantRole(ctx, "alice", "root")
 			return err
-		}), denied},
-		{"alice", "auth disable", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.AuthDisable(ctx); return err }), denied},
-		{"alice", "user get herself", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.UserGet(ctx, "alice"); return err }), ""},
-		{"alice", "user get bob", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.UserGet(ctx, "bob"); return err }), denied},
-		{"alice", "role get her role", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.RoleGet(ctx, "ra"); return err }), ""},
-		{"alice", "role get another", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.RoleGet(ctx, "rb"); return err }), denied},
-		{"alice", "auth status", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.AuthStatus(ctx); return err }), ""},
-		{"", "anonymous auth status", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.AuthStatus(ctx); return err }), ""},
-		{"root", "user list", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.UserList(ctx); return err }), ""},
-		{"root", "hashkv", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.HashKV(ctx, ep, 0); return err }), ""},
-		{"root", "compact", admin(func(ctx context.Context, c *clientv3.Client) error { _, err := c.Compact(ctx, 2); return err }), ""},
+		}, denied},
+		{"alice", "auth disable", func(ctx context.Context, c *clientv3.Client) error { _, err := c.AuthDisable(ctx); return err }, denied},
+		{"alice", "user get herself", func(ctx context.Context, c *clientv3.Client) error { _, err := c.UserGet(ctx, "alice"); return err }, ""},
+		{"alice", "user get bob", func(ctx context.Context, c *clientv3.Client) error { _, err := c.UserGet(ctx, "bob"); return err }, denied},
+		{"alice", "role get her role", func(ctx context.Context, c *clientv3.Client) error { _, err := c.RoleGet(ctx, "ra"); return err }, ""},
+		{"alice", "role get another", func(ctx context.Context, c *clientv3.Client) error { _, err := c.RoleGet(ctx, "rb"); return err }, denied},
+		{"alice", "auth status", func(ctx context.Context, c *clientv3.Client) error { _, err := c.AuthStatus(ctx); return err }, ""},
+		{"", "anonymous auth status", func(ctx context.Context, c *clientv3.Client) error { _, err := c.AuthStatus(ctx); return err }, ""},
+		{"root", "user list", func(ctx context.Context, c *clientv3.Client) error { _, err := c.UserList(ctx); return err }, ""},
+		{"root", "hashkv", func(ctx context.Context, c *clientv3.Client) error { _, err := c.HashKV(ctx, ep, 0); return err }, ""},
+		{"root", "compact", func(ctx context.Context, c *clientv3.Client) error { _, err := c.Compact(ctx, 2); return err }, ""},
 
 		// Last: alice may revoke a lease whose keys are all hers.
 		{"alice", "revoke a lease holding own keys", revoke(l2.ID), ""},

@@ -23,10 +23,15 @@ type ctlRunner struct {
 
 func newCtl(t *testing.T, n *harness.Node) *ctlRunner {
 	c := &ctlRunner{t: t, bin: harness.EtcdctlBin(t), ep: n.ClientURL}
-	if f := n.TLSFiles; f.CA != "" {
-		c.flags = []string{"--cacert", f.CA, "--cert", f.Cert, "--key", f.Key}
+	if n.TLSFiles.CA != "" {
+		c.flags = ctlTLSFlags(n.TLSFiles)
 	}
 	return c
+}
+
+// ctlTLSFlags are etcdctl's flags for a TLS client with files f.
+func ctlTLSFlags(f harness.ClientFiles) []string {
+	return []string{"--cacert", f.CA, "--cert", f.Cert, "--key", f.Key}
 }
 
 func (c *ctlRunner) run(stdin string, args ...string) (string, string, error) {

@@ -40,10 +40,10 @@ func TestMetricsServeTheDashboard(t *testing.T) {
 	names = slices.Compact(names)
 
 	nodes := harness.StartCluster(t, harness.BallastBin(t), 3, harness.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	leader := findLeader(t, ctx, nodes)
-	cli := leader.Client(t)
+	ctx := testCtx(t, time.Minute)
+	cl := newClients(t)
+	leader, ids := clusterLeader(t, cl, nodes)
+	cli := cl.of(leader)
 	const puts = 20
 	for i := range puts {
 		if _, err := cli.Put(ctx, fmt.Sprintf("m%02d", i), "v"); err != nil {
@@ -64,36 +64,27 @@ func TestMetricsServeTheDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A member down: the leader's sends to it fail (etcdMembersDown).
-	var down *harness.Node
-	for _, n := range nodes {
-		if n != leader {
-			down = n
-			break
-		}
-	}
-	downID := memberIDOf(t, ctx, down)
+	down := without(nodes, leader)[0]
 	down.Kill()
 
-	failedSends := regexp.MustCompile(fmt.Sprintf(`etcd_network_peer_sent_failures_total\{To="%s"\} [1-9]`, downID))
-	var missing []string
+	failedSends := regexp.MustCompile(fmt.Sprintf(`etcd_network_peer_sent_failures_total\{To="%s"\} [1-9]`, hex(ids[down])))
 	var text string
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	waitUntil(t, 30*time.Second, "every metric the dashboard and alerts query, and failed sends to "+down.Name, func(context.Context) error {
 		text = scrape(t, leader)
-		missing = missing[:0]
+		var missing []string
 		for _, name := range names {
 			if !regexp.MustCompile(`(?m)^` + name + `[{ ]`).MatchString(text) {
 				missing = append(missing, name)
 			}
 		}
-		if len(missing) == 0 && failedSends.MatchString(text) || time.Now().After(deadline) {
-			break
+		if len(missing) > 0 {
+			return fmt.Errorf("/metrics of the leader lacks %d of the %d metrics: %v", len(missing), len(names), missing)
 		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	if len(missing) > 0 {
-		t.Fatalf("/metrics of the leader lacks %d of the %d metrics the dashboard and alerts query: %v", len(missing), len(names), missing)
-	}
+		if !failedSends.MatchString(text) {
+			return fmt.Errorf("no failed sends to the stopped member, labelled by its ID:\n%s", strings.Join(regexp.MustCompile(`(?m)^etcd_network_peer_sent_failures.*$`).FindAllString(text, -1), "\n"))
+		}
+		return nil
+	})
 	if v := metricValue(t, text, "etcd_server_has_leader"); v != 1 {
 		t.Errorf("etcd_server_has_leader = %v on the leader", v)
 	}
@@ -103,15 +94,8 @@ func TestMetricsServeTheDashboard(t *testing.T) {
 	if v := metricValue(t, text, "etcd_mvcc_put_total"); v != puts {
 		t.Errorf("etcd_mvcc_put_total = %v after %d puts through this member", v, puts)
 	}
-	st, err := cli.Status(ctx, leader.ClientURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := fmt.Sprintf(`etcd_server_id{server_id="%x"} 1`, st.Header.MemberId); !strings.Contains(text, want) {
+	if want := fmt.Sprintf(`etcd_server_id{server_id="%x"} 1`, ids[leader]); !strings.Contains(text, want) {
 		t.Errorf("/metrics lacks %s", want)
-	}
-	if !failedSends.MatchString(text) {
-		t.Errorf("no failed sends to the stopped member, labelled by its ID:\n%s", strings.Join(regexp.MustCompile(`(?m)^etcd_network_peer_sent_failures.*$`).FindAllString(text, -1), "\n"))
 	}
 }
 
@@ -169,25 +153,4 @@ func metricValue(t *testing.T, text, name string) float64 {
 		t.Fatal(err)
 	}
 	return v
-}
-
-func memberIDOf(t *testing.T, ctx context.Context, n *harness.Node) string {
-	t.Helper()
-	st, err := n.Client(t).Status(ctx, n.ClientURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strconv.FormatUint(st.Header.MemberId, 16)
-}
-
-func findLeader(t *testing.T, ctx context.Context, nodes []*harness.Node) *harness.Node {
-	t.Helper()
-	for _, n := range nodes {
-		st, err := n.Client(t).Status(ctx, n.ClientURL)
-		if err == nil && st.Leader == st.Header.MemberId {
-			return n
-		}
-	}
-	t.Fatal("no member says it is the leader")
-	return nil
 }

@@ -16,22 +16,24 @@ import (
 	"github.com/ballast-kv/ballast/test/internal/harness"
 )
 
-// runBallast runs the binary in an empty directory of its own; a run that
-// fails must leave the directory empty (no data dir of a member that never
-// served).
+// runBallast runs the binary in an empty directory of its own and returns
+// its stdout, or its stderr if it failed. A run that fails must leave the
+// directory empty (no data dir of a member that never served).
 func runBallast(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, harness.BallastBin(t), args...)
 	cmd.Dir = t.TempDir()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
 		if left, _ := os.ReadDir(cmd.Dir); len(left) > 0 {
 			t.Errorf("ballast %v failed but left %s behind", args, left[0].Name())
 		}
+		return errb.String(), err
 	}
-	return string(out), err
+	return out.String(), nil
 }
 
 func TestFlagErrors(t *testing.T) {
@@ -105,14 +107,9 @@ func TestConfigFileAndSIGTERM(t *testing.T) {
 			t.Errorf("GET %s = %d %q, want 200 %q", path, resp.StatusCode, body, want)
 		}
 	}
-	resp, err := http.Get(n.ClientURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := scrape(t, n)
 	for _, m := range []string{"etcd_server_has_leader 1", "etcd_mvcc_db_total_size_in_bytes", "etcd_disk_wal_fsync_duration_seconds_bucket"} {
-		if !strings.Contains(string(body), m) {
+		if !strings.Contains(body, m) {
 			t.Errorf("/metrics lacks %q", m)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -75,7 +74,7 @@ func TestSnapshotSaveAndRestoreACluster(t *testing.T) {
 		TotalKey int64 `json:"totalKey"`
 		Leases   int64 `json:"leases"`
 	}
-	if err := json.Unmarshal([]byte(ballastOK(t, bin, "snapshot", "status", file, "-w", "json")), &st); err != nil {
+	if err := json.Unmarshal([]byte(ballastOK(t, "snapshot", "status", file, "-w", "json")), &st); err != nil {
 		t.Fatal(err)
 	}
 	if st.Revision != before.Header.Revision || st.TotalKey != before.Count || st.Leases != 1 {
@@ -93,7 +92,7 @@ func TestSnapshotSaveAndRestoreACluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	badDir := filepath.Join(t.TempDir(), "bad.data")
-	msg := ballastFails(t, bin, "snapshot", "restore", damaged, "--name", "x", "--data-dir", badDir,
+	msg := ballastFails(t, "snapshot", "restore", damaged, "--name", "x", "--data-dir", badDir,
 		"--initial-cluster", "x=http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380")
 	if !strings.Contains(msg, "invalid state snapshot") && !strings.Contains(msg, "sha256 mismatch") {
 		t.Errorf("restore of a damaged file said %q", msg)
@@ -108,7 +107,7 @@ func TestSnapshotSaveAndRestoreACluster(t *testing.T) {
 		TLS:  tlsOpts,
 		Args: []string{"--initial-cluster-token", token},
 		BeforeFirstStart: func(n *harness.Node, initialCluster string) error {
-			out, err := ballast(bin, "snapshot", "restore", file, "--name", n.Name, "--data-dir", n.DataDir,
+			out, err := runBallast(t, "snapshot", "restore", file, "--name", n.Name, "--data-dir", n.DataDir,
 				"--initial-cluster", initialCluster, "--initial-advertise-peer-urls", n.PeerURL,
 				"--initial-cluster-token", token)
 			if err != nil {
@@ -176,30 +175,18 @@ func sameKVs(t *testing.T, what string, got, want *clientv3.GetResponse) {
 	}
 }
 
-func ballast(bin string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return errb.String(), err
-	}
-	return out.String(), nil
-}
-
-func ballastOK(t *testing.T, bin string, args ...string) string {
+func ballastOK(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := ballast(bin, args...)
+	out, err := runBallast(t, args...)
 	if err != nil {
 		t.Fatalf("ballast %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return out
 }
 
-func ballastFails(t *testing.T, bin string, args ...string) string {
+func ballastFails(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := ballast(bin, args...)
+	out, err := runBallast(t, args...)
 	if err == nil {
 		t.Fatalf("ballast %s succeeded, want an error", strings.Join(args, " "))
 	}

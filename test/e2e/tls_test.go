@@ -36,11 +36,10 @@ func TestTLSCluster(t *testing.T) {
 	if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "over tls" || got.Header.Revision < p.Header.Revision {
 		t.Fatalf("a linearizable read on another member: %v, %v", got, err)
 	}
-	out := newCtl(t, nodes[1]).ok("endpoint", "health", "--cluster")
-	if strings.Count(out, "is healthy") != 3 {
+	ctl := newCtl(t, nodes[1])
+	if out := ctl.ok("endpoint", "health", "--cluster"); strings.Count(out, "is healthy") != 3 {
 		t.Errorf("etcdctl endpoint health --cluster over TLS:\n%s", out)
 	}
-	ctl := newCtl(t, nodes[1])
 	if out := ctl.ok("defrag", "--cluster"); strings.Count(out, "Finished defragmenting etcd member") != 3 {
 		t.Errorf("etcdctl defrag --cluster over TLS:\n%s", out)
 	}
@@ -52,20 +51,7 @@ func TestTLSCluster(t *testing.T) {
 	}
 
 	host := strings.TrimPrefix(nodes[0].ClientURL, "https://")
-	refused := func(what string, cfg clientv3.Config) {
-		t.Helper()
-		cfg.DialTimeout, cfg.Logger = 2*time.Second, zap.NewNop()
-		c, err := clientv3.New(cfg)
-		if err == nil {
-			defer c.Close()
-			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			defer cancel()
-			_, err = c.Get(cctx, "k")
-		}
-		if err == nil {
-			t.Errorf("%s: a Get succeeded", what)
-		}
-	}
+	refused := func(what string, cfg clientv3.Config) { t.Helper(); requireRefused(t, what, cfg) }
 	refused("no client certificate", clientv3.Config{Endpoints: []string{nodes[0].ClientURL}, TLS: ca.ClientConfig(t, "", "")})
 	refused("plain gRPC on the TLS port", clientv3.Config{Endpoints: []string{"http://" + host}})
 	other := harness.NewCA(t)
@@ -124,57 +110,71 @@ func TestTLSCluster(t *testing.T) {
 	if err == nil {
 		t.Errorf("the peer port accepted TLS without a client certificate")
 	}
+
+	// etcd's auth on a three-member TLS cluster that requires client
+	// certificates, driven by etcdctl: a request without a token is the user
+	// named by its certificate's CN, a password login works on any member,
+	// permissions refuse what they do not grant, and auth disable lifts them.
+	t.Run("auth", func(t *testing.T) {
+		root := newCtl(t, nodes[0]) // its certificate's CN is "root"
+		as := func(n *harness.Node, cn string) *ctlRunner {
+			c := newCtl(t, n)
+			cert, key := ca.Issue(t, cn)
+			c.flags = ctlTLSFlags(harness.ClientFiles{CA: ca.CertFile, Cert: cert, Key: key})
+			return c
+		}
+		for _, args := range [][]string{
+			{"user", "add", "root", "--new-user-password", "rootpw"},
+			{"user", "grant-role", "root", "root"},
+			{"role", "add", "reader"},
+			{"role", "grant-permission", "reader", "read", "app/", "--prefix"},
+			{"user", "add", "alice", "--new-user-password", "alicepw"},
+			{"user", "grant-role", "alice", "reader"},
+			{"auth", "enable"},
+			{"put", "app/x", "1"}, // as root, by certificate
+		} {
+			root.ok(args...)
+		}
+		alice := as(nodes[1], "alice")
+		if out := alice.ok("get", "app/x", "--print-value-only"); out != "1\n" {
+			t.Errorf("alice (by certificate) reads app/x: %q", out)
+		}
+		if msg := alice.fails("put", "app/x", "2"); !strings.Contains(msg, "permission denied") {
+			t.Errorf("alice (by certificate) writes app/x: %q, want permission denied", msg)
+		}
+		if msg := alice.fails("get", "other"); !strings.Contains(msg, "permission denied") {
+			t.Errorf("alice reads outside her prefix: %q, want permission denied", msg)
+		}
+		// A password login, on another member, is alice whatever the certificate says.
+		byPassword := as(nodes[2], "root")
+		if msg := byPassword.fails("--user", "alice:alicepw", "put", "app/y", "1"); !strings.Contains(msg, "permission denied") {
+			t.Errorf("alice (by password) writes app/y: %q, want permission denied", msg)
+		}
+		if msg := byPassword.fails("--user", "alice:wrong", "get", "app/x"); !strings.Contains(msg, "authentication failed") {
+			t.Errorf("a wrong password: %q, want authentication failed", msg)
+		}
+		if msg := as(nodes[1], "mallory").fails("get", "app/x"); msg == "" {
+			t.Errorf("a certificate naming no user read app/x")
+		}
+		root.ok("auth", "disable")
+		alice.ok("put", "app/x", "2")
+	})
 }
 
-// etcd's auth on a three-member TLS cluster that requires client
-// certificates, driven by etcdctl: a request without a token is the user
-// named by its certificate's CN, a password login works on any member,
-// permissions refuse what they do not grant, and auth disable lifts them.
-func TestAuthOnATLSCluster(t *testing.T) {
-	ca := harness.NewCA(t)
-	nodes := harness.StartCluster(t, harness.BallastBin(t), 3, harness.Options{TLS: &harness.TLS{CA: ca, ClientCertAuth: true}})
-	root := newCtl(t, nodes[0]) // its certificate's CN is "root"
-	as := func(n *harness.Node, cn string) *ctlRunner {
-		c := newCtl(t, n)
-		cert, key := ca.Issue(t, cn)
-		c.flags = []string{"--cacert", ca.CertFile, "--cert", cert, "--key", key}
-		return c
+// requireRefused fails the test if a client made with cfg can Get.
+func requireRefused(t *testing.T, what string, cfg clientv3.Config) {
+	t.Helper()
+	cfg.DialTimeout, cfg.Logger = 2*time.Second, zap.NewNop()
+	c, err := clientv3.New(cfg)
+	if err == nil {
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, err = c.Get(ctx, "k")
 	}
-	for _, args := range [][]string{
-		{"user", "add", "root", "--new-user-password", "rootpw"},
-		{"user", "grant-role", "root", "root"},
-		{"role", "add", "reader"},
-		{"role", "grant-permission", "reader", "read", "app/", "--prefix"},
-		{"user", "add", "alice", "--new-user-password", "alicepw"},
-		{"user", "grant-role", "alice", "reader"},
-		{"auth", "enable"},
-		{"put", "app/x", "1"}, // as root, by certificate
-	} {
-		root.ok(args...)
+	if err == nil {
+		t.Errorf("%s: a Get succeeded", what)
 	}
-	alice := as(nodes[1], "alice")
-	if out := alice.ok("get", "app/x", "--print-value-only"); out != "1\n" {
-		t.Errorf("alice (by certificate) reads app/x: %q", out)
-	}
-	if msg := alice.fails("put", "app/x", "2"); !strings.Contains(msg, "permission denied") {
-		t.Errorf("alice (by certificate) writes app/x: %q, want permission denied", msg)
-	}
-	if msg := alice.fails("get", "other"); !strings.Contains(msg, "permission denied") {
-		t.Errorf("alice reads outside her prefix: %q, want permission denied", msg)
-	}
-	// A password login, on another member, is alice whatever the certificate says.
-	byPassword := as(nodes[2], "root")
-	if msg := byPassword.fails("--user", "alice:alicepw", "put", "app/y", "1"); !strings.Contains(msg, "permission denied") {
-		t.Errorf("alice (by password) writes app/y: %q, want permission denied", msg)
-	}
-	if msg := byPassword.fails("--user", "alice:wrong", "get", "app/x"); !strings.Contains(msg, "authentication failed") {
-		t.Errorf("a wrong password: %q, want authentication failed", msg)
-	}
-	if msg := as(nodes[1], "mallory").fails("get", "app/x"); msg == "" {
-		t.Errorf("a certificate naming no user read app/x")
-	}
-	root.ok("auth", "disable")
-	alice.ok("put", "app/x", "2")
 }
 
 // etcd's YAML config file nests the TLS settings in client- and
@@ -188,14 +188,5 @@ func TestTLSFromConfigFile(t *testing.T) {
 	if _, err := n.Client(t).Put(ctx, "k", "v"); err != nil {
 		t.Fatalf("a put with a client certificate: %v", err)
 	}
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{n.ClientURL}, TLS: ca.ClientConfig(t, "", ""), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	gctx, gcancel := context.WithTimeout(ctx, 3*time.Second)
-	defer gcancel()
-	if _, err := c.Get(gctx, "k"); err == nil {
-		t.Errorf("a Get without a client certificate succeeded: client-cert-auth from the file was not applied")
-	}
+	requireRefused(t, "no client certificate (client-cert-auth from the file)", clientv3.Config{Endpoints: []string{n.ClientURL}, TLS: ca.ClientConfig(t, "", "")})
 }

@@ -183,9 +183,8 @@ func replay(v *verdict, h *history, merged map[int64]*revEvents) (map[int64]stat
 			case w.In.Key != ev.Key || w.In.Lease != ev.KV.Lease:
 				v.violate("revision %d: event %+v for k%d, but that value was written by %s", s.Rev, ev.KV, ev.Key, describe(w.In, w.Out))
 			}
-			want := old
 			s.put(ev.Key, ev.KV.Value, ev.KV.Lease)
-			want = s.Keys[ev.Key]
+			want := s.Keys[ev.Key]
 			if ev.KV != want {
 				v.violate("revision %d: put event %+v of k%d, expected %+v", s.Rev, ev.KV, ev.Key, want)
 				s.Keys[ev.Key] = ev.KV
@@ -260,6 +259,8 @@ func checkStale(v *verdict, h *history, comp *compactor, states map[int64]state,
 	}
 }
 
+// pageAt is a list of the keys from k<from> in state s, at most limit of
+// them (0: all); the model's lists are pages from k0.
 func pageAt(s state, from int, limit int64) output {
 	var out output
 	for k := from; k < numKeys; k++ {
@@ -268,7 +269,7 @@ func pageAt(s state, from int, limit int64) output {
 			continue
 		}
 		out.Count++
-		if int64(len(out.KVs)) == limit {
+		if limit > 0 && int64(len(out.KVs)) == limit {
 			out.More = true
 			continue
 		}

@@ -71,9 +71,9 @@ var faults = []fault{
 		harness.Partition(minority, nodes[len(minority):])
 		return c.holdThenHeal()
 	}},
-	{"partition-leader-minority", 3, func(c *cluster) error {
+	{"partition-leader-minority", 5, func(c *cluster) error {
 		// The leader on the minority side: it must step down, and the
-		// majority elect another.
+		// majority elect another. (On three members this is isolate-leader.)
 		l, err := c.leader()
 		if err != nil {
 			return err

@@ -165,18 +165,8 @@ func respond(s state, in input) (output, state) {
 		}
 		return out, s
 	case opList:
-		out := output{Rev: s.Rev}
-		for k, kv := range s.Keys {
-			if !kv.exists() {
-				continue
-			}
-			out.Count++
-			if in.Limit > 0 && int64(len(out.KVs)) == in.Limit {
-				out.More = true
-				continue
-			}
-			out.KVs = append(out.KVs, namedKV{k, kv})
-		}
+		out := pageAt(s, 0, in.Limit)
+		out.Rev = s.Rev
 		return out, s
 	case opPut:
 		if in.Lease != 0 && !s.hasLease(in.Lease) {

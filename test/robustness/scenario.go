@@ -134,10 +134,7 @@ func (c *cluster) diskFullOutcome(n *harness.Node) {
 
 func (c *cluster) noteCorruption(n *harness.Node, file, what string, readyErr error) {
 	note := corruptionNote{File: file, What: what, Detected: readyErr != nil}
-	log := n.Log()
-	if i := strings.LastIndex(log, "=== harness: run"); i >= 0 {
-		log = log[i:]
-	}
+	log := lastRun(n.Log())
 	note.Panicked = strings.Contains(log, "panic:") || strings.Contains(log, "goroutine ")
 	if note.Detected {
 		note.Message = exitReason(log)
@@ -150,14 +147,20 @@ func (c *cluster) noteCorruption(n *harness.Node, file, what string, readyErr er
 // exitReason picks from the log of a process that stopped why it did: a
 // panic with the first frames of its stack, or else the last line.
 func exitReason(log string) string {
-	if i := strings.LastIndex(log, "=== harness: run"); i >= 0 {
-		log = log[i:]
-	}
+	log = lastRun(log)
 	if i := strings.Index(log, "panic: "); i >= 0 {
 		lines := strings.SplitN(log[i:], "\n", 8)
 		return strings.Join(lines[:min(len(lines), 7)], "\n")
 	}
 	return lastLines(log, 1)
+}
+
+// lastRun is the part of a node's log written by its last run.
+func lastRun(log string) string {
+	if i := strings.LastIndex(log, "=== harness: run"); i >= 0 {
+		return log[i:]
+	}
+	return log
 }
 
 func lastLines(s string, n int) string {

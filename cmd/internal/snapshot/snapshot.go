@@ -141,16 +141,22 @@ func status(args []string, stdout, stderr io.Writer) int {
 	}
 	st := Status{Hash: info.Checksum, Revision: info.Revision, TotalKey: info.Keys, TotalSize: size,
 		Version: server.ClusterVersion, CompactRevision: info.CompactRevision, Leases: info.Leases}
-	if *format == "json" {
-		b, _ := json.Marshal(st)
-		fmt.Fprintf(stdout, "%s\n", b)
-		return 0
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "HASH\tREVISION\tTOTAL KEYS\tTOTAL SIZE\tVERSION\tCOMPACTED AT\tLEASES")
-	fmt.Fprintf(tw, "%08x\t%d\t%d\t%s\t%s\t%s\t%d\n", st.Hash, st.Revision, st.TotalKey, cli.HumanBytes(st.TotalSize), st.Version, compacted(st.CompactRevision), st.Leases)
-	tw.Flush()
+	write(stdout, *format, st, "HASH\tREVISION\tTOTAL KEYS\tTOTAL SIZE\tVERSION\tCOMPACTED AT\tLEASES",
+		"%08x\t%d\t%d\t%s\t%s\t%s\t%d\n", st.Hash, st.Revision, st.TotalKey, cli.HumanBytes(st.TotalSize), st.Version, compacted(st.CompactRevision), st.Leases)
 	return 0
+}
+
+// write prints v as one line of JSON, or as a table: header, then one row.
+func write(w io.Writer, format string, v any, header, rowFormat string, row ...any) {
+	if format == "json" {
+		b, _ := json.Marshal(v)
+		fmt.Fprintf(w, "%s\n", b)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	fmt.Fprintf(tw, rowFormat, row...)
+	tw.Flush()
 }
 
 func compacted(rev int64) string {
@@ -199,15 +205,8 @@ func restore(args []string, stdout, stderr io.Writer) int {
 		Leases    int64  `json:"leases"`
 		DataDir   string `json:"dataDir"`
 	}{strconv.FormatUint(res.MemberID, 16), strconv.FormatUint(res.ClusterID, 16), res.Info.Revision, res.Info.Keys, res.Info.Leases, cfg.DataDir}
-	if *format == "json" {
-		b, _ := json.Marshal(out)
-		fmt.Fprintf(stdout, "%s\n", b)
-		return 0
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER ID\tCLUSTER ID\tREVISION\tTOTAL KEYS\tLEASES\tDATA DIR")
-	fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", out.MemberID, out.ClusterID, out.Revision, out.TotalKey, out.Leases, out.DataDir)
-	tw.Flush()
+	write(stdout, *format, out, "MEMBER ID\tCLUSTER ID\tREVISION\tTOTAL KEYS\tLEASES\tDATA DIR",
+		"%s\t%s\t%d\t%d\t%d\t%s\n", out.MemberID, out.ClusterID, out.Revision, out.TotalKey, out.Leases, out.DataDir)
 	return 0
 }
 

@@ -119,18 +119,16 @@ func writePEM(t testing.TB, path, kind string, der []byte) {
 // TLS asks StartCluster for https client and peer URLs, with certificates
 // from CA: every member serves and dials with one issued for "server",
 // requires client certificates when ClientCertAuth is set, and the
-// harness's own clients present one issued for ClientUser (default
-// "root").
+// harness's own clients present one issued for "root".
 type TLS struct {
 	CA             *CA
 	ClientCertAuth bool
-	ClientUser     string
 	// ConfigFile gives the settings in etcd's YAML (client- and
 	// peer-transport-security sections) through --config-file, not flags.
 	ConfigFile bool
 }
 
-// args are the members' TLS flags, issuing the server certificate once.
+// args are a member's TLS flags (or its config file), with a server certificate of its own.
 func (o *TLS) args(t testing.TB) []string {
 	cert, key := o.CA.Issue(t, "server")
 	if o.ConfigFile {
@@ -156,11 +154,7 @@ func (o *TLS) args(t testing.TB) []string {
 
 // client issues the harness's client certificate for a member.
 func (o *TLS) client(t testing.TB) ClientFiles {
-	user := o.ClientUser
-	if user == "" {
-		user = "root"
-	}
-	cert, key := o.CA.Issue(t, user)
+	cert, key := o.CA.Issue(t, "root")
 	return ClientFiles{CA: o.CA.CertFile, Cert: cert, Key: key}
 }
 
