@@ -260,7 +260,7 @@ func NeedsAdmin(r *pb.InternalRaftRequest) bool {
 	return r.AuthEnable != nil || r.AuthDisable != nil || r.AuthUserAdd != nil || r.AuthUserDelete != nil ||
 		r.AuthUserChangePassword != nil || r.AuthUserGrantRole != nil || r.AuthUserRevokeRole != nil ||
 		r.AuthRoleAdd != nil || r.AuthRoleGrantPermission != nil || r.AuthRoleRevokePermission != nil ||
-		r.AuthRoleDelete != nil || r.AuthUserList != nil || r.AuthRoleList != nil || r.Compaction != nil ||
+		r.AuthRoleDelete != nil || r.Compaction != nil ||
 		(r.Alarm != nil && r.Alarm.Action != pb.AlarmRequest_GET)
 }
 
@@ -392,7 +392,9 @@ func (w *writer) commitAuth() {
 	a.refresh()
 }
 
-// applyAuth applies the Auth* requests; ok is false for any other.
+// applyAuth applies the Auth* requests that change the auth state, and
+// Authenticate; ok is false for any other. The auth reads (status, user
+// and role get and list) are answered by the server, never proposed.
 func (w *writer) applyAuth(r *pb.InternalRaftRequest) (resp proto.Message, ok bool, err error) {
 	ok = true
 	switch {
@@ -400,9 +402,6 @@ func (w *writer) applyAuth(r *pb.InternalRaftRequest) (resp proto.Message, ok bo
 		resp, err = w.authEnable()
 	case r.AuthDisable != nil:
 		resp, err = w.authDisable()
-	case r.AuthStatus != nil:
-		a := w.authNow()
-		resp = &pb.AuthStatusResponse{Enabled: a.enabled, AuthRevision: a.rev}
 	case r.Authenticate != nil:
 		resp, err = w.authenticate(r.Authenticate)
 	case r.AuthUserAdd != nil:
@@ -415,10 +414,6 @@ func (w *writer) applyAuth(r *pb.InternalRaftRequest) (resp proto.Message, ok bo
 		resp, err = w.userGrantRole(r.AuthUserGrantRole)
 	case r.AuthUserRevokeRole != nil:
 		resp, err = w.userRevokeRole(r.AuthUserRevokeRole)
-	case r.AuthUserGet != nil:
-		resp, err = w.authNow().UserGet(r.AuthUserGet.Name)
-	case r.AuthUserList != nil:
-		resp = &pb.AuthUserListResponse{Users: w.authNow().Users()}
 	case r.AuthRoleAdd != nil:
 		resp, err = w.roleAdd(r.AuthRoleAdd)
 	case r.AuthRoleDelete != nil:
@@ -427,10 +422,6 @@ func (w *writer) applyAuth(r *pb.InternalRaftRequest) (resp proto.Message, ok bo
 		resp, err = w.roleGrantPermission(r.AuthRoleGrantPermission)
 	case r.AuthRoleRevokePermission != nil:
 		resp, err = w.roleRevokePermission(r.AuthRoleRevokePermission)
-	case r.AuthRoleGet != nil:
-		resp, err = w.authNow().RoleGet(r.AuthRoleGet.Role)
-	case r.AuthRoleList != nil:
-		resp = &pb.AuthRoleListResponse{Roles: w.authNow().Roles()}
 	default:
 		ok = false
 	}
@@ -443,7 +434,7 @@ func (w *writer) applyAuth(r *pb.InternalRaftRequest) (resp proto.Message, ok bo
 func (w *writer) authEnable() (*pb.AuthEnableResponse, error) {
 	a := w.authNow()
 	if a.enabled {
-		return &pb.AuthEnableResponse{}, nil
+		return &pb.AuthEnableResponse{Header: &pb.ResponseHeader{}}, nil
 	}
 	u := a.users[rootUser]
 	if u == nil {
@@ -455,18 +446,18 @@ func (w *writer) authEnable() (*pb.AuthEnableResponse, error) {
 	w.authW().enabled = true
 	w.b.Set(metaAuthEnabled, []byte{1}, nil)
 	w.onTokens(func(t Tokens) { t.SetEnabled(true) })
-	return &pb.AuthEnableResponse{}, nil
+	return &pb.AuthEnableResponse{Header: &pb.ResponseHeader{}}, nil
 }
 
 func (w *writer) authDisable() (*pb.AuthDisableResponse, error) {
 	if !w.authNow().enabled {
-		return &pb.AuthDisableResponse{}, nil
+		return &pb.AuthDisableResponse{Header: &pb.ResponseHeader{}}, nil
 	}
 	w.authW().enabled = false
 	w.b.Set(metaAuthEnabled, []byte{0}, nil)
 	w.commitAuth()
 	w.onTokens(func(t Tokens) { t.SetEnabled(false) })
-	return &pb.AuthDisableResponse{}, nil
+	return &pb.AuthDisableResponse{Header: &pb.ResponseHeader{}}, nil
 }
 
 func (w *writer) authenticate(r *pb.InternalAuthenticateRequest) (*pb.AuthenticateResponse, error) {
@@ -478,7 +469,7 @@ func (w *writer) authenticate(r *pb.InternalAuthenticateRequest) (*pb.Authentica
 	if u == nil || (u.Options != nil && u.Options.NoPassword) {
 		return nil, ErrAuthFailed
 	}
-	resp := &pb.AuthenticateResponse{}
+	resp := &pb.AuthenticateResponse{Header: &pb.ResponseHeader{}}
 	if t := w.s.cfg.Tokens; t != nil {
 		// Tokens issued in this batch must be known before the batch's
 		// answer reaches the client: assign now, not after commit.
@@ -525,7 +516,7 @@ func (w *writer) userAdd(r *pb.AuthUserAddRequest) (*pb.AuthUserAddResponse, err
 	}
 	w.putUser(u)
 	w.commitAuth()
-	return &pb.AuthUserAddResponse{}, nil
+	return &pb.AuthUserAddResponse{Header: &pb.ResponseHeader{}}, nil
 }
 
 func (w *writer) userDelete(r *pb.AuthUserDeleteRequest) (*pb.AuthUserDeleteResponse, error) {
@@ -541,7 +532,7 @@ func (w *writer) userDelete(r *pb.AuthUserDeleteRequest) (*pb.AuthUserDeleteResp
 	w.commitAuth()
 	name := r.Name
 	w.onTokens(func(t Tokens) { t.Invalidate(name) })
-	return &pb.AuthUserDeleteResponse{}, nil
+	return &pb.AuthUserDeleteResponse{Header: &pb.ResponseHeader{}}, nil
 }
 
 func (w *writer) userChangePassword(r *pb.AuthUserChangePasswordRequest) (*pb.AuthUserChangePasswordResponse, error) {
@@ -561,7 +552,7 @@ func (w *writer) userChangePassword(r *pb.AuthUserChangePasswordRequest) (*pb.Au
 	w.commitAuth()
 	name := r.Name
 	w.onTokens(func(t Tokens) { t.Invalidate(name) })
-	return &pb.AuthUserChangePasswordResponse{}, nil
+	return &pb.AuthUserChangePasswordResponse{Header: &pb.ResponseHeader{}}, nil
 }
 
 func (w *writer) userGrantRole(r *pb.AuthUserGrantRoleRequest) (*pb.AuthUserGrantRoleResponse, error) {
@@ -574,14 +565,14 @@ func (w *writer) userGrantRole(r *pb.AuthUserGrantRoleRequest) (*pb.AuthUserGran
 		return nil, ErrRoleNotFound
 	}
 	if slices.Contains(u.Roles, r.Role) {
-		return &pb.AuthUserGrantRoleResponse{}, nil
+		return &pb.AuthUserGrantRoleResponse{Header: &pb.ResponseHeader{}}, nil
 	}
 	nu := proto.Clone(u).(*authpb.User)
 	nu.Roles = append(nu.Roles, r.Role)
 	sort.Strings(nu.Roles)
 	w.putUser(nu)
 	w.commitAuth()
-	return &pb.AuthUserGrantRoleResponse{}, nil
+	return &pb.AuthUserGrantRoleResponse{Header: &pb.ResponseHeader{}}, nil
 }
 
 func (w *writer) userRevokeRole(r *pb.AuthUserRevokeRoleRequest) (*pb.AuthUserRevokeRoleResponse, error) {
@@ -600,7 +591,7 @@ func (w *writer) userRevokeRole(r *pb.AuthUserRevokeRoleRequest) (*pb.AuthUserRe
 	nu.Roles = slices.DeleteFunc(nu.Roles, func(x string) bool { return x == r.Role })
 	w.putUser(nu)
 	w.commitAuth()
-	return &pb.AuthUserRevokeRoleResponse{}, nil
+	return &pb.AuthUserRevokeRoleResponse{Header: &pb.ResponseHeader{}}, nil
 }
 
 func (w *writer) roleAdd(r *pb.AuthRoleAddRequest) (*pb.AuthRoleAddResponse, error) {
@@ -612,7 +603,7 @@ func (w *writer) roleAdd(r *pb.AuthRoleAddRequest) (*pb.AuthRoleAddResponse, err
 	}
 	w.putRole(&authpb.Role{Name: []byte(r.Name)})
 	w.commitAuth()
-	return &pb.AuthRoleAddResponse{}, nil
+	return &pb.AuthRoleAddResponse{Header: &pb.ResponseHeader{}}, nil
 }
 
 func (w *writer) roleDelete(r *pb.AuthRoleDeleteRequest) (*pb.AuthRoleDeleteResponse, error) {
@@ -634,7 +625,7 @@ func (w *writer) roleDelete(r *pb.AuthRoleDeleteRequest) (*pb.AuthRoleDeleteResp
 		}
 	}
 	w.commitAuth()
-	return &pb.AuthRoleDeleteResponse{}, nil
+	return &pb.AuthRoleDeleteResponse{Header: &pb.ResponseHeader{}}, nil
 }
 
 func (w *writer) roleGrantPermission(r *pb.AuthRoleGrantPermissionRequest) (*pb.AuthRoleGrantPermissionResponse, error) {
@@ -660,7 +651,7 @@ func (w *writer) roleGrantPermission(r *pb.AuthRoleGrantPermissionRequest) (*pb.
 	}
 	w.putRole(nr)
 	w.commitAuth()
-	return &pb.AuthRoleGrantPermissionResponse{}, nil
+	return &pb.AuthRoleGrantPermissionResponse{Header: &pb.ResponseHeader{}}, nil
 }
 
 func (w *writer) roleRevokePermission(r *pb.AuthRoleRevokePermissionRequest) (*pb.AuthRoleRevokePermissionResponse, error) {
@@ -679,7 +670,7 @@ func (w *writer) roleRevokePermission(r *pb.AuthRoleRevokePermissionRequest) (*p
 	}
 	w.putRole(nr)
 	w.commitAuth()
-	return &pb.AuthRoleRevokePermissionResponse{}, nil
+	return &pb.AuthRoleRevokePermissionResponse{Header: &pb.ResponseHeader{}}, nil
 }
 
 // authCheck re-checks a client's request against the auth state it meets

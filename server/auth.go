@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	grpcpeer "google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ballast-kv/ballast/mvcc"
 )
@@ -306,51 +307,15 @@ type authServer struct {
 	s *Server
 }
 
-// authWrite proposes an auth change and fills the response header.
-func authWrite[T interface{ GetHeader() *pb.ResponseHeader }](s *Server, ctx context.Context, r *pb.InternalRaftRequest) (T, error) {
+// authWrite proposes an auth change; apply gives every auth response a
+// header, which write fills as for any other write.
+func authWrite[T proto.Message](s *Server, ctx context.Context, r *pb.InternalRaftRequest) (T, error) {
 	var zero T
-	resp, err := s.propose(ctx, r)
+	resp, err := s.write(ctx, r)
 	if err != nil {
 		return zero, err
 	}
-	out := resp.(T)
-	h := out.GetHeader()
-	if h == nil {
-		h = &pb.ResponseHeader{}
-		setHeader(resp, h)
-	}
-	s.header(h)
-	return out, nil
-}
-
-// setHeader sets the header field of an auth response.
-func setHeader(resp any, h *pb.ResponseHeader) {
-	switch r := resp.(type) {
-	case *pb.AuthEnableResponse:
-		r.Header = h
-	case *pb.AuthDisableResponse:
-		r.Header = h
-	case *pb.AuthenticateResponse:
-		r.Header = h
-	case *pb.AuthUserAddResponse:
-		r.Header = h
-	case *pb.AuthUserDeleteResponse:
-		r.Header = h
-	case *pb.AuthUserChangePasswordResponse:
-		r.Header = h
-	case *pb.AuthUserGrantRoleResponse:
-		r.Header = h
-	case *pb.AuthUserRevokeRoleResponse:
-		r.Header = h
-	case *pb.AuthRoleAddResponse:
-		r.Header = h
-	case *pb.AuthRoleDeleteResponse:
-		r.Header = h
-	case *pb.AuthRoleGrantPermissionResponse:
-		r.Header = h
-	case *pb.AuthRoleRevokePermissionResponse:
-		r.Header = h
-	}
+	return resp.(T), nil
 }
 
 // hashPassword is done by the member receiving the request, before

@@ -137,9 +137,6 @@ func (c *Config) Validate() error {
 	case c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost:
 		return fmt.Errorf("--bcrypt-cost must be between %d and %d, not %d", bcrypt.MinCost, bcrypt.MaxCost, c.BcryptCost)
 	}
-	if _, err := newTokenProvider(c.AuthToken, c.AuthTokenTTL, nil); err != nil {
-		return err
-	}
 	for _, u := range append(append(append([]string{}, c.ListenClientURLs...), c.ListenPeerURLs...), c.AdvertiseClientURLs...) {
 		if _, err := hostPort(u); err != nil {
 			return err
@@ -210,6 +207,15 @@ func (c *Config) validateMembership() ([]peer, error) {
 		}
 	}
 	return peers, nil
+}
+
+// dataDir is --data-dir, by default ${name}.ballast (etcd's is
+// ${name}.etcd).
+func (c *Config) dataDir() string {
+	if c.DataDir == "" {
+		return c.Name + ".ballast"
+	}
+	return c.DataDir
 }
 
 func isHTTPS(u string) bool { return strings.HasPrefix(u, "https://") }

@@ -169,8 +169,6 @@ func responseFor(r *pb.InternalRaftRequest) proto.Message {
 		return &pb.AuthEnableResponse{}
 	case r.AuthDisable != nil:
 		return &pb.AuthDisableResponse{}
-	case r.AuthStatus != nil:
-		return &pb.AuthStatusResponse{}
 	case r.Authenticate != nil:
 		return &pb.AuthenticateResponse{}
 	case r.AuthUserAdd != nil:
@@ -183,10 +181,6 @@ func responseFor(r *pb.InternalRaftRequest) proto.Message {
 		return &pb.AuthUserGrantRoleResponse{}
 	case r.AuthUserRevokeRole != nil:
 		return &pb.AuthUserRevokeRoleResponse{}
-	case r.AuthUserGet != nil:
-		return &pb.AuthUserGetResponse{}
-	case r.AuthUserList != nil:
-		return &pb.AuthUserListResponse{}
 	case r.AuthRoleAdd != nil:
 		return &pb.AuthRoleAddResponse{}
 	case r.AuthRoleDelete != nil:
@@ -195,10 +189,6 @@ func responseFor(r *pb.InternalRaftRequest) proto.Message {
 		return &pb.AuthRoleGrantPermissionResponse{}
 	case r.AuthRoleRevokePermission != nil:
 		return &pb.AuthRoleRevokePermissionResponse{}
-	case r.AuthRoleGet != nil:
-		return &pb.AuthRoleGetResponse{}
-	case r.AuthRoleList != nil:
-		return &pb.AuthRoleListResponse{}
 	}
 	return &pb.ResponseHeader{}
 }

@@ -127,22 +127,16 @@ type peerDialer struct {
 	failed func(addr string)
 }
 
-func newPeerDialer(listenPeerURL string, files TLSFiles) (*peerDialer, error) {
-	d := &peerDialer{}
-	if files.Enabled() {
-		var err error
-		if d.tls, err = files.dialConfig(); err != nil {
-			return nil, fmt.Errorf("peer TLS: %w", err)
-		}
-	}
+func newPeerDialer(listenPeerURL string, tlsCfg *tls.Config) *peerDialer {
+	d := &peerDialer{tls: tlsCfg}
 	u, err := url.Parse(listenPeerURL)
 	if err != nil {
-		return d, nil
+		return d
 	}
 	if ip := net.ParseIP(u.Hostname()); ip != nil && !ip.IsUnspecified() {
 		d.local = &net.TCPAddr{IP: ip}
 	}
-	return d, nil
+	return d
 }
 
 func (d *peerDialer) dial(ctx context.Context, addr string) (net.Conn, error) {

@@ -14,6 +14,7 @@ import (
 // Restore describes a finished RestoreBackup.
 type Restore struct {
 	MemberID, ClusterID uint64
+	DataDir             string // as given, or the default ${name}.ballast
 	Info                mvcc.SnapshotInfo
 }
 
@@ -30,16 +31,14 @@ func RestoreBackup(cfg Config, backup io.Reader, size int64, verify bool) (Resto
 	if err != nil {
 		return Restore{}, err
 	}
-	if cfg.DataDir == "" {
-		cfg.DataDir = cfg.Name + ".ballast"
-	}
+	cfg.DataDir = cfg.dataDir()
 	if _, err := os.Stat(cfg.DataDir); err == nil {
 		return Restore{}, fmt.Errorf("data dir %s already exists: restore into a new directory", cfg.DataDir)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return Restore{}, err
 	}
 	id, cid, _ := newClusterIDs(cfg.Name, cfg.InitialClusterToken, peers)
-	res := Restore{MemberID: id, ClusterID: cid}
+	res := Restore{MemberID: id, ClusterID: cid, DataDir: cfg.DataDir}
 	br, err := mvcc.NewBackupReader(backup, size, verify)
 	if err != nil {
 		return res, err

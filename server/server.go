@@ -117,19 +117,23 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.DataDir == "" {
-		cfg.DataDir = cfg.Name + ".ballast"
-	}
+	cfg.DataDir = cfg.dataDir()
 	s := &Server{cfg: cfg, log: cfg.Logger, peerURLs: cfg.InitialAdvertisePeerURLs, stopCh: make(chan struct{}), leaveCh: make(chan struct{})}
-	// Every certificate is read before anything is written to the data
-	// dir: a member that cannot serve must not leave a member file behind.
+	// Every certificate and key is read before anything is written to the
+	// data dir: a member that cannot serve must not leave a member file
+	// behind.
 	var err error
-	if s.clientTLS, s.peerTLS, err = cfg.listenerTLS(); err != nil {
+	var peerDial *tls.Config
+	if s.clientTLS, s.peerTLS, peerDial, err = cfg.loadTLS(); err != nil {
 		return nil, err
 	}
-	if s.dialer, err = newPeerDialer(cfg.ListenPeerURLs[0], cfg.PeerTLS); err != nil {
+	// Tokens are served once the node runs (gRPC starts after it).
+	if s.tokens, err = newTokenProvider(cfg.AuthToken, cfg.AuthTokenTTL, func(ctx context.Context, index uint64) error {
+		return s.node.WaitApplied(ctx, index)
+	}); err != nil {
 		return nil, err
 	}
+	s.dialer = newPeerDialer(cfg.ListenPeerURLs[0], peerDial)
 	s.dialer.opened, s.dialer.failed = s.countPeerConn, s.countPeerFailure
 	s.peers = &peerClients{dialer: s.dialer}
 	s.forwarder = &forwarder{dialer: s.dialer, clusterID: func() uint64 { return s.clusterID }}
@@ -142,16 +146,6 @@ func New(cfg Config) (*Server, error) {
 	s.reqIDs = newIDGenerator(s.id, time.Now())
 	s.metrics.identified(s.id)
 
-	s.tokens, err = newTokenProvider(cfg.AuthToken, cfg.AuthTokenTTL, func(ctx context.Context, index uint64) error {
-		if s.node == nil {
-			return nil
-		}
-		return s.node.WaitApplied(ctx, index)
-	})
-	if err != nil {
-		s.peers.close()
-		return nil, err
-	}
 	s.stateDB, err = store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, "state"), Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
@@ -234,6 +228,10 @@ func (s *Server) closePeers() {
 	if s.peerRaft != nil {
 		s.peerRaft.shut()
 		s.peerFwd.shut()
+	}
+	// Close has stopped it gracefully already; New's failure paths have not.
+	if s.peerGRPC != nil {
+		s.peerGRPC.Stop()
 	}
 	s.peers.close()
 	s.forwarder.close()

@@ -90,54 +90,49 @@ func loadCAs(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// listenerTLS reads the certificates of the client and peer listeners.
-func (c *Config) listenerTLS() (client, peer *tls.Config, err error) {
+// loadTLS reads every certificate, key and CA once: the configurations of
+// the https client listeners and of the peer port, both ways. Nil: plain.
+func (c *Config) loadTLS() (client, peerServer, peerDial *tls.Config, err error) {
 	if c.ClientTLS.Enabled() {
-		base, err := c.ClientTLS.serverConfig()
+		l, pool, err := c.ClientTLS.load()
 		if err != nil {
-			return nil, nil, fmt.Errorf("client TLS: %w", err)
+			return nil, nil, nil, fmt.Errorf("client TLS: %w", err)
 		}
-		client = clientTLS(base)
+		client = clientTLS(serverConfig(l, pool, c.ClientTLS.ClientCertAuth))
 	}
 	if c.PeerTLS.Enabled() {
-		if peer, err = c.PeerTLS.serverConfig(); err != nil {
-			return nil, nil, fmt.Errorf("peer TLS: %w", err)
+		l, pool, err := c.PeerTLS.load()
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("peer TLS: %w", err)
 		}
+		peerServer, peerDial = serverConfig(l, pool, c.PeerTLS.ClientCertAuth), dialConfig(l, pool)
 	}
-	return client, peer, nil
+	return client, peerServer, peerDial, nil
 }
 
 // serverConfig is the TLS configuration of a listener (see clientTLS for
 // the protocols the client port offers).
-func (f TLSFiles) serverConfig() (*tls.Config, error) {
-	l, pool, err := f.load()
-	if err != nil {
-		return nil, err
-	}
+func serverConfig(l *certLoader, pool *x509.CertPool, clientCertAuth bool) *tls.Config {
 	cfg := &tls.Config{
 		MinVersion:     tlsMinVersion,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return l.get() },
 		ClientCAs:      pool,
 	}
-	if f.ClientCertAuth {
+	if clientCertAuth {
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
-	return cfg, nil
+	return cfg
 }
 
 // dialConfig is the TLS configuration a member dials its peers with: it
 // checks their certificates against the trusted CA (or the system's) and
 // presents its own, which peers with --peer-client-cert-auth require.
-func (f TLSFiles) dialConfig() (*tls.Config, error) {
-	l, pool, err := f.load()
-	if err != nil {
-		return nil, err
-	}
+func dialConfig(l *certLoader, pool *x509.CertPool) *tls.Config {
 	return &tls.Config{
 		MinVersion:           tlsMinVersion,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return l.get() },
 		RootCAs:              pool, // nil: the system's
-	}, nil
+	}
 }
 
 // load reads the key pair once (to fail at start, not at the first

@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/ballast-kv/ballast/cmd/internal/cli"
 	"github.com/ballast-kv/ballast/cmd/internal/endpoints"
 )
 
@@ -31,14 +32,13 @@ func (g *global) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.endpoints, "endpoints", "127.0.0.1:2379", "comma-separated gRPC `endpoints`")
 	fs.DurationVar(&g.dialTimeout, "dial-timeout", 5*time.Second, "time allowed to reach the server before the run starts")
 	fs.DurationVar(&g.maxDuration, "max-duration", 60*time.Second, "upper bound on the measured phase (and separately on any preload)")
-	fs.StringVar(&g.format, "w", "table", "output `format`: table or json")
-	fs.StringVar(&g.format, "write-out", "table", "same as -w")
+	cli.FormatFlag(fs, &g.format)
 	g.tls.Register(fs)
 }
 
 func (g *global) validate() error {
-	if g.format != "table" && g.format != "json" {
-		return fmt.Errorf("-w must be table or json, not %q", g.format)
+	if err := cli.CheckFormat(g.format); err != nil {
+		return err
 	}
 	if g.maxDuration <= 0 {
 		return errors.New("--max-duration must be positive")

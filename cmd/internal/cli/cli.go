@@ -3,6 +3,7 @@
 package cli
 
 import (
+	"flag"
 	"fmt"
 	"strings"
 )
@@ -31,4 +32,19 @@ func RewordFlagError(err error) error {
 		return fmt.Errorf("unknown flag -%s", name)
 	}
 	return err
+}
+
+// FormatFlag registers -w and --write-out, etcdctl's output format flag,
+// into dst (default "table").
+func FormatFlag(fs *flag.FlagSet, dst *string) {
+	fs.StringVar(dst, "w", "table", "output `format`: table or json")
+	fs.StringVar(dst, "write-out", "table", "same as -w")
+}
+
+// CheckFormat accepts the formats every command prints: table and json.
+func CheckFormat(format string) error {
+	if format != "table" && format != "json" {
+		return fmt.Errorf("-w must be table or json, not %q", format)
+	}
+	return nil
 }

@@ -61,13 +61,6 @@ func fail(stderr io.Writer, err error) int {
 	return 1
 }
 
-// formatFlag registers -w and --write-out.
-func formatFlag(fs *flag.FlagSet) *string {
-	format := fs.String("w", "table", "output format: table or json")
-	fs.StringVar(format, "write-out", "table", "output format: table or json")
-	return format
-}
-
 // parse parses flags that may come before or after the one FILE argument,
 // and checks the output format.
 func parse(fs *flag.FlagSet, args []string, format *string) (string, error) {
@@ -85,8 +78,8 @@ func parse(fs *flag.FlagSet, args []string, format *string) (string, error) {
 	if len(files) != 1 {
 		return "", fmt.Errorf("want one snapshot file, got %d", len(files))
 	}
-	if *format != "table" && *format != "json" {
-		return "", fmt.Errorf("-w %q: want table or json", *format)
+	if err := cli.CheckFormat(*format); err != nil {
+		return "", err
 	}
 	return files[0], nil
 }
@@ -118,7 +111,8 @@ type Status struct {
 
 func status(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	format := formatFlag(fs)
+	format := new(string)
+	cli.FormatFlag(fs, format)
 	path, err := parse(fs, args, format)
 	if err != nil {
 		return usageError(stderr, err)
@@ -178,13 +172,11 @@ func restore(args []string, stdout, stderr io.Writer) int {
 		return nil
 	})
 	skipHash := fs.Bool("skip-hash-check", false, "do not compare the file's sha256 checksum")
-	format := formatFlag(fs)
+	format := new(string)
+	cli.FormatFlag(fs, format)
 	path, err := parse(fs, args, format)
 	if err != nil {
 		return usageError(stderr, err)
-	}
-	if cfg.DataDir == "" {
-		cfg.DataDir = cfg.Name + ".ballast"
 	}
 	f, size, err := openBackup(path)
 	if err != nil {
@@ -204,7 +196,7 @@ func restore(args []string, stdout, stderr io.Writer) int {
 		TotalKey  int64  `json:"totalKey"`
 		Leases    int64  `json:"leases"`
 		DataDir   string `json:"dataDir"`
-	}{strconv.FormatUint(res.MemberID, 16), strconv.FormatUint(res.ClusterID, 16), res.Info.Revision, res.Info.Keys, res.Info.Leases, cfg.DataDir}
+	}{strconv.FormatUint(res.MemberID, 16), strconv.FormatUint(res.ClusterID, 16), res.Info.Revision, res.Info.Keys, res.Info.Leases, res.DataDir}
 	write(stdout, *format, out, "MEMBER ID\tCLUSTER ID\tREVISION\tTOTAL KEYS\tLEASES\tDATA DIR",
 		"%s\t%s\t%d\t%d\t%d\t%s\n", out.MemberID, out.ClusterID, out.Revision, out.TotalKey, out.Leases, out.DataDir)
 	return 0

@@ -37,14 +37,13 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.endpoints, "endpoints", "127.0.0.1:2379", "comma-separated gRPC `endpoints` (host:port or http://host:port) to ask for the member list")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "time allowed to connect to an endpoint or member")
 	fs.DurationVar(&c.commandTimeout, "command-timeout", 5*time.Second, "time allowed for each request once connected")
-	fs.StringVar(&c.format, "w", "table", "output `format`: table or json")
-	fs.StringVar(&c.format, "write-out", "table", "same as -w")
+	cli.FormatFlag(fs, &c.format)
 	c.tls.Register(fs)
 }
 
 func (c *config) validate() error {
-	if c.format != "table" && c.format != "json" {
-		return fmt.Errorf("-w must be table or json, not %q", c.format)
+	if err := cli.CheckFormat(c.format); err != nil {
+		return err
 	}
 	if c.dialTimeout <= 0 {
 		return errors.New("--dial-timeout must be positive")
