@@ -9,8 +9,9 @@ package mvcc
 //
 // Only the apply goroutine touches it, and only the apply goroutine changes
 // a key's latest meta, writing through the cache as it writes the batch; a
-// restore resets it. Batches are always committed (a failed commit
-// panics), so the cache never holds a meta Pebble does not.
+// restore resets it. Batches are always committed (a failed commit stops
+// the member, store.Fatal), so the cache never holds a meta Pebble does
+// not.
 type metaCache struct {
 	max     int
 	entries map[string]cachedMeta
@@ -37,9 +38,6 @@ func (c *metaCache) get(key []byte) (cachedMeta, bool) {
 }
 
 func (c *metaCache) set(key []byte, m meta, exists bool) {
-	if c.max <= 0 {
-		return
-	}
 	if _, ok := c.entries[string(key)]; !ok && len(c.entries) >= c.max {
 		for k := range c.entries { // map order is random: random eviction
 			delete(c.entries, k)

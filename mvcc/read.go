@@ -241,7 +241,7 @@ func (v *view) rangeAt(key, end []byte, rev int64, opts RangeOptions, emit func(
 		prefix := versionPrefix(k)
 		if r.Main > rev {
 			ok = it.SeekGE(versionSeek(prefix, rev))
-			if ok && bytes.HasPrefix(it.Key(), prefix) && len(it.Key()) == len(prefix)+16 {
+			if ok && isVersionOf(it.Key(), prefix) {
 				_, r, err = decodeVersionKey(it.Key())
 				if err != nil {
 					return err
@@ -275,6 +275,13 @@ func (v *view) rangeAt(key, end []byte, rev int64, opts RangeOptions, emit func(
 	return it.Error()
 }
 
+// isVersionOf reports whether k is a version key of the key whose versions
+// start with prefix: another key's versions may begin with the same bytes,
+// but only this key's are exactly a revision (16 bytes) longer.
+func isVersionOf(k, prefix []byte) bool {
+	return bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+16
+}
+
 // nextKey moves it from a version of the key whose versions start with
 // prefix to the first version of the next key. A key has few versions
 // between compactions: stepping over them is cheaper than a seek, which
@@ -283,15 +290,14 @@ func nextKey(it *pebble.Iterator, prefix []byte) bool {
 	if !it.Valid() {
 		return false // a seek for the version at a revision found nothing after it
 	}
-	if k := it.Key(); !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+16 {
+	if !isVersionOf(it.Key(), prefix) {
 		return true // that seek already landed on the next key
 	}
 	for range 4 {
 		if !it.Next() {
 			return false
 		}
-		k := it.Key()
-		if !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+16 {
+		if !isVersionOf(it.Key(), prefix) {
 			return true
 		}
 	}

@@ -144,17 +144,16 @@ func (s *Store) RestoreInfo(r io.Reader) (SnapshotInfo, error) {
 	s.hub.resync(s.rev)
 	s.compactor.reload()
 	s.compactor.kick()
-	s.log.Info("state restored from snapshot", "keys", sr.info.Keys, "entries", sr.count, "revision", s.rev, "applied-index", s.applied)
+	s.log.Info("state restored from snapshot", "keys", sr.info.Keys, "entries", sr.info.Entries, "revision", s.rev, "applied-index", s.applied)
 	return sr.info, nil
 }
 
 // snapshotReader reads the pairs of a state snapshot and checks its trailer.
 type snapshotReader struct {
-	br    *bufio.Reader
-	tr    *teeByteReader
-	crc   hash.Hash32
-	count uint64
-	info  SnapshotInfo // filled in as pairs are read
+	br   *bufio.Reader
+	tr   *teeByteReader
+	crc  hash.Hash32
+	info SnapshotInfo // filled in as pairs are read
 }
 
 func newSnapshotReader(r io.Reader) (*snapshotReader, error) {
@@ -181,10 +180,10 @@ func (sr *snapshotReader) next() (key, val []byte, err error) {
 		if _, err := io.ReadFull(sr.br, trailer[:]); err != nil {
 			return nil, nil, fmt.Errorf("%w: no trailer", ErrBadSnapshot)
 		}
-		if binary.BigEndian.Uint64(trailer[:8]) != sr.count || binary.BigEndian.Uint32(trailer[8:]) != sum {
-			return nil, nil, fmt.Errorf("%w: %d keys, checksum %08x; the trailer says %d keys, %08x", ErrBadSnapshot, sr.count, sum, binary.BigEndian.Uint64(trailer[:8]), binary.BigEndian.Uint32(trailer[8:]))
+		if binary.BigEndian.Uint64(trailer[:8]) != sr.info.Entries || binary.BigEndian.Uint32(trailer[8:]) != sum {
+			return nil, nil, fmt.Errorf("%w: %d keys, checksum %08x; the trailer says %d keys, %08x", ErrBadSnapshot, sr.info.Entries, sum, binary.BigEndian.Uint64(trailer[:8]), binary.BigEndian.Uint32(trailer[8:]))
 		}
-		sr.info.Entries, sr.info.Checksum = sr.count, sum
+		sr.info.Checksum = sum
 		return nil, nil, nil
 	}
 	if kl > 1<<31 {
@@ -202,7 +201,6 @@ func (sr *snapshotReader) next() (key, val []byte, err error) {
 	if _, err := io.ReadFull(sr.tr, val); err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
 	}
-	sr.count++
 	sr.info.observe(key, val)
 	return key, val, nil
 }

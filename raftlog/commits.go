@@ -84,7 +84,9 @@ func (t *commitTransport) appliedUpTo(e entryID) {
 		t.applied = e
 	}
 	for _, p := range t.peers {
-		if p.told < e.index {
+		// Only a commit index this follower has and was not told of is
+		// worth a wake-up (early entries kick on their own).
+		if p.told < min(p.match.index, t.applied.index) {
 			kick(p.kick)
 		}
 	}
