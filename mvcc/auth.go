@@ -129,9 +129,9 @@ func (a *AuthState) IsAdmin(ai AuthInfo) error {
 	return nil
 }
 
-// RequireUser is etcd's requireAuthInfo: with auth on, a request must come
+// requireUser is etcd's requireAuthInfo: with auth on, a request must come
 // from someone.
-func (a *AuthState) RequireUser(ai AuthInfo) error {
+func (a *AuthState) requireUser(ai AuthInfo) error {
 	if a.enabled && ai.User == "" {
 		return ErrUserEmpty
 	}
@@ -260,8 +260,8 @@ func (a *AuthState) CanTxn(ai AuthInfo, t *pb.TxnRequest, keys LeaseKeys) error 
 	return nil
 }
 
-// NeedsAdmin lists the replicated requests only a root user may make.
-func NeedsAdmin(r *pb.InternalRaftRequest) bool {
+// needsAdmin lists the replicated requests only a root user may make.
+func needsAdmin(r *pb.InternalRaftRequest) bool {
 	return r.AuthEnable != nil || r.AuthDisable != nil || r.AuthUserAdd != nil || r.AuthUserDelete != nil ||
 		r.AuthUserChangePassword != nil || r.AuthUserGrantRole != nil || r.AuthUserRevokeRole != nil ||
 		r.AuthRoleAdd != nil || r.AuthRoleGrantPermission != nil || r.AuthRoleRevokePermission != nil ||
@@ -269,11 +269,12 @@ func NeedsAdmin(r *pb.InternalRaftRequest) bool {
 		(r.Alarm != nil && r.Alarm.Action != pb.AlarmRequest_GET)
 }
 
-// CanPropose is the check of a replicated request, made by the member
-// that receives it and again at apply, where the auth state is the one the
-// request really meets.
+// CanPropose is the check of a replicated request: the server makes it
+// for the KV and lease writes it receives, and apply makes it again for
+// every request, against the auth state the request really meets. (Admin
+// calls the server decides by gRPC method; needsAdmin is apply's list.)
 func (a *AuthState) CanPropose(ai AuthInfo, r *pb.InternalRaftRequest, keys LeaseKeys) error {
-	if NeedsAdmin(r) {
+	if needsAdmin(r) {
 		return a.IsAdmin(ai)
 	}
 	switch {
@@ -286,12 +287,12 @@ func (a *AuthState) CanPropose(ai AuthInfo, r *pb.InternalRaftRequest, keys Leas
 	case r.Txn != nil:
 		return a.CanTxn(ai, r.Txn, keys)
 	case r.LeaseRevoke != nil:
-		if err := a.RequireUser(ai); err != nil {
+		if err := a.requireUser(ai); err != nil {
 			return err
 		}
 		return a.CanUseLease(ai, r.LeaseRevoke.ID, keys)
 	case r.LeaseGrant != nil:
-		return a.RequireUser(ai)
+		return a.requireUser(ai)
 	}
 	return nil
 }

@@ -150,8 +150,9 @@ var adminMethods = map[string]bool{
 }
 
 // authorize decides whether the request req (nil when a stream opens) to
-// method may proceed, and returns who sent it. It is the only place the
-// rules are written.
+// method may proceed, and returns who sent it. It is the one check on the
+// receiving member; the writes it lets through meet mvcc's CanPropose again
+// at apply, which it uses for them too.
 func (s *Server) authorize(ctx context.Context, method string, req any) (mvcc.AuthInfo, error) {
 	if method == methodAuth+"Authenticate" {
 		return mvcc.AuthInfo{}, nil // checks the password itself
@@ -174,15 +175,15 @@ func (s *Server) authorize(ctx context.Context, method string, req any) (mvcc.Au
 	case *pb.RangeRequest:
 		err = a.CanRead(ai, r.Key, r.RangeEnd)
 	case *pb.PutRequest:
-		err = a.CanPut(ai, r, lease)
+		err = a.CanPropose(ai, &pb.InternalRaftRequest{Put: r}, lease)
 	case *pb.DeleteRangeRequest:
-		err = a.CanDelete(ai, r)
+		err = a.CanPropose(ai, &pb.InternalRaftRequest{DeleteRange: r}, lease)
 	case *pb.TxnRequest:
-		err = a.CanTxn(ai, r, lease)
+		err = a.CanPropose(ai, &pb.InternalRaftRequest{Txn: r}, lease)
 	case *pb.WatchCreateRequest:
 		err = a.CanRead(ai, r.Key, r.RangeEnd)
 	case *pb.LeaseRevokeRequest:
-		err = a.CanUseLease(ai, r.ID, lease)
+		err = a.CanPropose(ai, &pb.InternalRaftRequest{LeaseRevoke: r}, lease)
 	case *pb.LeaseKeepAliveRequest:
 		err = a.CanUseLease(ai, r.ID, lease)
 	case *pb.LeaseTimeToLiveRequest:
