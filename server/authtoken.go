@@ -2,10 +2,8 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
+	"crypto"
 	"crypto/rand"
-	"crypto/rsa"
 	"errors"
 	"fmt"
 	"os"
@@ -71,6 +69,7 @@ type simpleTokens struct {
 	mu      sync.Mutex
 	enabled bool
 	tokens  map[string]simpleToken
+	swept   time.Time // when expired tokens were last dropped
 }
 
 type simpleToken struct {
@@ -83,9 +82,15 @@ func (t *simpleTokens) Assign(index uint64, user, prefix string, _ uint64) (stri
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for k, v := range t.tokens {
-		if now.After(v.expires) {
-			delete(t.tokens, k)
+	// Expired tokens are refused when used; sweeping them out of memory
+	// once per TTL keeps a login (on the apply goroutine) from walking
+	// every token each time.
+	if now.Sub(t.swept) >= t.ttl {
+		t.swept = now
+		for k, v := range t.tokens {
+			if now.After(v.expires) {
+				delete(t.tokens, k)
+			}
 		}
 	}
 	t.tokens[tok] = simpleToken{user: user, expires: now.Add(t.ttl)}
@@ -151,11 +156,10 @@ func (t *simpleTokens) prefix() string {
 // jwtTokens are signed tokens with the claims username, revision and exp:
 // any member with the key checks them, none keeps them.
 type jwtTokens struct {
-	method     jwt.SigningMethod
-	sign       any // private key, nil when only verifying
-	verify     any
-	ttl        time.Duration
-	verifyOnly bool
+	method jwt.SigningMethod
+	sign   any // private key, nil when only verifying
+	verify any
+	ttl    time.Duration
 }
 
 func newJWTTokens(opts map[string]string) (*jwtTokens, error) {
@@ -199,71 +203,54 @@ func newJWTTokens(opts map[string]string) (*jwtTokens, error) {
 	if pub == nil && priv == nil {
 		return nil, errors.New("--auth-token: jwt needs pub-key or priv-key: auth: missing key data")
 	}
+	var parsePriv func([]byte) (crypto.Signer, error)
+	var parsePub func([]byte) (crypto.PublicKey, error)
 	switch t.method.(type) {
 	case *jwt.SigningMethodRSA, *jwt.SigningMethodRSAPSS:
-		if priv != nil {
-			k, err := jwt.ParseRSAPrivateKeyFromPEM(priv)
-			if err != nil {
-				return nil, fmt.Errorf("--auth-token: jwt priv-key: %w", err)
-			}
-			t.sign, t.verify = k, &k.PublicKey
-		}
-		if pub != nil {
-			k, err := jwt.ParseRSAPublicKeyFromPEM(pub)
-			if err != nil {
-				return nil, fmt.Errorf("--auth-token: jwt pub-key: %w", err)
-			}
-			if sk, ok := t.sign.(*rsa.PrivateKey); ok && !sk.PublicKey.Equal(k) {
-				return nil, errors.New("--auth-token: auth: public and private keys don't match")
-			}
-			t.verify = k
-		}
+		parsePriv = func(b []byte) (crypto.Signer, error) { return jwt.ParseRSAPrivateKeyFromPEM(b) }
+		parsePub = func(b []byte) (crypto.PublicKey, error) { return jwt.ParseRSAPublicKeyFromPEM(b) }
 	case *jwt.SigningMethodECDSA:
-		if priv != nil {
-			k, err := jwt.ParseECPrivateKeyFromPEM(priv)
-			if err != nil {
-				return nil, fmt.Errorf("--auth-token: jwt priv-key: %w", err)
-			}
-			t.sign, t.verify = k, &k.PublicKey
-		}
-		if pub != nil {
-			k, err := jwt.ParseECPublicKeyFromPEM(pub)
-			if err != nil {
-				return nil, fmt.Errorf("--auth-token: jwt pub-key: %w", err)
-			}
-			if sk, ok := t.sign.(*ecdsa.PrivateKey); ok && !sk.PublicKey.Equal(k) {
-				return nil, errors.New("--auth-token: auth: public and private keys don't match")
-			}
-			t.verify = k
-		}
+		parsePriv = func(b []byte) (crypto.Signer, error) { return jwt.ParseECPrivateKeyFromPEM(b) }
+		parsePub = func(b []byte) (crypto.PublicKey, error) { return jwt.ParseECPublicKeyFromPEM(b) }
 	case *jwt.SigningMethodEd25519:
-		if priv != nil {
-			k, err := jwt.ParseEdPrivateKeyFromPEM(priv)
+		parsePriv = func(b []byte) (crypto.Signer, error) {
+			k, err := jwt.ParseEdPrivateKeyFromPEM(b)
 			if err != nil {
-				return nil, fmt.Errorf("--auth-token: jwt priv-key: %w", err)
+				return nil, err
 			}
-			t.sign, t.verify = k, k.(ed25519.PrivateKey).Public()
+			return k.(crypto.Signer), nil
 		}
-		if pub != nil {
-			k, err := jwt.ParseEdPublicKeyFromPEM(pub)
-			if err != nil {
-				return nil, fmt.Errorf("--auth-token: jwt pub-key: %w", err)
-			}
-			t.verify = k
-		}
+		parsePub = jwt.ParseEdPublicKeyFromPEM
 	default:
 		// HMAC: priv-key is the shared secret.
 		if priv == nil {
 			return nil, errors.New("--auth-token: jwt HMAC needs priv-key: auth: missing key data")
 		}
 		t.sign, t.verify = priv, priv
+		return t, nil
 	}
-	t.verifyOnly = t.sign == nil
+	var signer crypto.Signer
+	if priv != nil {
+		if signer, err = parsePriv(priv); err != nil {
+			return nil, fmt.Errorf("--auth-token: jwt priv-key: %w", err)
+		}
+		t.sign, t.verify = signer, signer.Public()
+	}
+	if pub != nil {
+		k, err := parsePub(pub)
+		if err != nil {
+			return nil, fmt.Errorf("--auth-token: jwt pub-key: %w", err)
+		}
+		if signer != nil && !k.(interface{ Equal(crypto.PublicKey) bool }).Equal(signer.Public()) {
+			return nil, errors.New("--auth-token: auth: public and private keys don't match")
+		}
+		t.verify = k
+	}
 	return t, nil
 }
 
 func (t *jwtTokens) Assign(_ uint64, user, _ string, authRev uint64) (string, error) {
-	if t.verifyOnly {
+	if t.sign == nil { // only a public key: this member verifies, never signs
 		return "", errors.New("auth: token signing attempted with verify-only key")
 	}
 	tok := jwt.NewWithClaims(t.method, jwt.MapClaims{
