@@ -27,11 +27,7 @@ func TestAuthCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	anon := nodes[0].Client(t)
-	for _, s := range authFixture {
-		if err := s.do(anon, ctx); err != nil {
-			t.Fatalf("%s: %v", s.name, err)
-		}
-	}
+	applyAuthFixture(t, ctx, anon)
 	resp, err := anon.Authenticate(ctx, "alice", "alice-pw")
 	if err != nil {
 		t.Fatal(err)

@@ -105,17 +105,24 @@ const (
 
 // setupAuth starts a node, creates the fixture and enables auth; it
 // returns the node and a client per user (anonymous under "").
+// applyAuthFixture creates the users and roles of authFixture through cli
+// and enables auth.
+func applyAuthFixture(t *testing.T, ctx context.Context, cli *clientv3.Client) {
+	t.Helper()
+	for _, s := range authFixture {
+		if err := s.do(cli, ctx); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+	}
+}
+
 func setupAuth(t *testing.T, args ...string) (*harness.Node, map[string]*clientv3.Client) {
 	t.Helper()
 	n := harness.Start(t, harness.BallastBin(t), harness.Options{Args: append([]string{"--bcrypt-cost", "4"}, args...)})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	anon := n.Client(t)
-	for _, s := range authFixture {
-		if err := s.do(anon, ctx); err != nil {
-			t.Fatalf("%s: %v", s.name, err)
-		}
-	}
+	applyAuthFixture(t, ctx, anon)
 	clients := map[string]*clientv3.Client{"": anon}
 	for _, u := range []string{"root", "alice", "bob", "carol", "dave"} {
 		clients[u] = n.Client(t, func(c *clientv3.Config) { c.Username, c.Password = u, u+"-pw" })

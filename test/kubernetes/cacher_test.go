@@ -168,13 +168,7 @@ func (c *cacherEnv) compaction() storagetesting.Compaction {
 	return func(ctx context.Context, t *testing.T, resourceVersion string) {
 		inner(ctx, t, resourceVersion)
 		rv, _ := storage.APIObjectVersioner{}.ParseResourceVersion(resourceVersion)
-		deadline := time.Now().Add(30 * time.Second)
-		for c.delegator.CompactRevision() != int64(rv) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the watch cache did not see compaction %d (at %d)", rv, c.delegator.CompactRevision())
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		waitRev(t, "the watch cache's compaction", c.delegator.CompactRevision, int64(rv))
 	}
 }
 

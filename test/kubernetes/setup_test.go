@@ -318,13 +318,19 @@ func (e *env) compaction(waitFor func() int64) storagetesting.Compaction {
 		if waitFor == nil {
 			return
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for waitFor() != int64(rv) {
-			if time.Now().After(deadline) {
-				t.Fatalf("compaction to %d not observed (at %d)", rv, waitFor())
-			}
-			time.Sleep(100 * time.Millisecond)
+		waitRev(t, "compaction", waitFor, int64(rv))
+	}
+}
+
+// waitRev polls get until it returns rv, for up to 30s.
+func waitRev(t *testing.T, what string, get func() int64, rv int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for get() != rv {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s to %d not observed (at %d)", what, rv, get())
 		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
