@@ -61,14 +61,15 @@ func fail(stderr io.Writer, err error) int {
 	return 1
 }
 
-// parse parses flags that may come before or after the one FILE argument,
-// and checks the output format.
-func parse(fs *flag.FlagSet, args []string, format *string) (string, error) {
+// parse adds -w to fs, parses flags that may come before or after the one
+// FILE argument, and returns the file and the output format.
+func parse(fs *flag.FlagSet, args []string) (file, format string, err error) {
+	cli.FormatFlag(fs, &format)
 	fs.SetOutput(io.Discard)
 	var files []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return "", cli.RewordFlagError(err)
+			return "", "", cli.RewordFlagError(err)
 		}
 		if fs.NArg() == 0 {
 			break
@@ -76,12 +77,9 @@ func parse(fs *flag.FlagSet, args []string, format *string) (string, error) {
 		files, args = append(files, fs.Arg(0)), fs.Args()[1:]
 	}
 	if len(files) != 1 {
-		return "", fmt.Errorf("want one snapshot file, got %d", len(files))
+		return "", "", fmt.Errorf("want one snapshot file, got %d", len(files))
 	}
-	if err := cli.CheckFormat(*format); err != nil {
-		return "", err
-	}
-	return files[0], nil
+	return files[0], format, cli.CheckFormat(format)
 }
 
 func openBackup(path string) (*os.File, int64, error) {
@@ -111,9 +109,7 @@ type Status struct {
 
 func status(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	format := new(string)
-	cli.FormatFlag(fs, format)
-	path, err := parse(fs, args, format)
+	path, format, err := parse(fs, args)
 	if err != nil {
 		return usageError(stderr, err)
 	}
@@ -135,7 +131,7 @@ func status(args []string, stdout, stderr io.Writer) int {
 	}
 	st := Status{Hash: info.Checksum, Revision: info.Revision, TotalKey: info.Keys, TotalSize: size,
 		Version: server.ClusterVersion, CompactRevision: info.CompactRevision, Leases: info.Leases}
-	write(stdout, *format, st, "HASH\tREVISION\tTOTAL KEYS\tTOTAL SIZE\tVERSION\tCOMPACTED AT\tLEASES",
+	write(stdout, format, st, "HASH\tREVISION\tTOTAL KEYS\tTOTAL SIZE\tVERSION\tCOMPACTED AT\tLEASES",
 		"%08x\t%d\t%d\t%s\t%s\t%s\t%d\n", st.Hash, st.Revision, st.TotalKey, cli.HumanBytes(st.TotalSize), st.Version, compacted(st.CompactRevision), st.Leases)
 	return 0
 }
@@ -172,9 +168,7 @@ func restore(args []string, stdout, stderr io.Writer) int {
 		return nil
 	})
 	skipHash := fs.Bool("skip-hash-check", false, "do not compare the file's sha256 checksum")
-	format := new(string)
-	cli.FormatFlag(fs, format)
-	path, err := parse(fs, args, format)
+	path, format, err := parse(fs, args)
 	if err != nil {
 		return usageError(stderr, err)
 	}
@@ -197,7 +191,7 @@ func restore(args []string, stdout, stderr io.Writer) int {
 		Leases    int64  `json:"leases"`
 		DataDir   string `json:"dataDir"`
 	}{strconv.FormatUint(res.MemberID, 16), strconv.FormatUint(res.ClusterID, 16), res.Info.Revision, res.Info.Keys, res.Info.Leases, res.DataDir}
-	write(stdout, *format, out, "MEMBER ID\tCLUSTER ID\tREVISION\tTOTAL KEYS\tLEASES\tDATA DIR",
+	write(stdout, format, out, "MEMBER ID\tCLUSTER ID\tREVISION\tTOTAL KEYS\tLEASES\tDATA DIR",
 		"%s\t%s\t%d\t%d\t%d\t%s\n", out.MemberID, out.ClusterID, out.Revision, out.TotalKey, out.Leases, out.DataDir)
 	return 0
 }
