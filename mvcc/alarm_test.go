@@ -82,3 +82,48 @@ func TestAlarms(t *testing.T) {
 		}
 	})
 }
+
+// TestCorruptAlarmRefusesChanges: with a CORRUPT alarm active every change
+// to keys, compaction and lease grants and revokes fail with
+// ErrCorruptCluster, as etcd's corrupt applier does; reads, alarms and
+// lease checkpoints still work, and disarming restores writes.
+func TestCorruptAlarmRefusesChanges(t *testing.T) {
+	ts := openTestStore(t, nil, Config{})
+	ts.must(grantReq(1, 60))
+	ts.must(putReq("a", "1"))
+	ts.must(alarmReq(pb.AlarmRequest_ACTIVATE, 7, pb.AlarmType_CORRUPT))
+	rev := ts.s.Rev()
+	refused := map[string]*pb.InternalRaftRequest{
+		"put":          putReq("b", "1"),
+		"delete":       delReq("a", ""),
+		"txn":          txnReq(&pb.TxnRequest{Success: []*pb.RequestOp{opRange(&pb.RangeRequest{Key: []byte("a")})}}),
+		"compaction":   compactReq(1),
+		"lease grant":  grantReq(2, 60),
+		"lease revoke": revokeReq(1),
+	}
+	check := func(t *testing.T) {
+		for name, req := range refused {
+			if _, err := ts.do(req); !errors.Is(err, ErrCorruptCluster) {
+				t.Errorf("%s with CORRUPT active: err = %v, want %v", name, err, ErrCorruptCluster)
+			}
+		}
+		if got := ts.s.Rev(); got != rev {
+			t.Fatalf("revision moved from %d to %d while CORRUPT was active", rev, got)
+		}
+		resp, err := ts.s.Range(&pb.RangeRequest{Key: []byte("a")})
+		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "1" {
+			t.Fatalf("range with CORRUPT active = %v, %v; want a=1", resp, err)
+		}
+	}
+	t.Run("refused", check)
+	t.Run("refused after restart", func(t *testing.T) {
+		ts.reopen(Config{})
+		check(t)
+	})
+	t.Run("disarm", func(t *testing.T) {
+		ts.must(alarmReq(pb.AlarmRequest_DEACTIVATE, 7, pb.AlarmType_CORRUPT))
+		if _, err := ts.do(putReq("b", "1")); err != nil {
+			t.Fatalf("put after disarm: %v", err)
+		}
+	})
+}

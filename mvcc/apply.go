@@ -60,9 +60,13 @@ func (w *writer) apply(r *pb.InternalRaftRequest) (proto.Message, error) {
 	if resp, ok, err := w.applyAuth(r); ok {
 		return resp, err
 	}
+	if w.s.hasAlarm(pb.AlarmType_CORRUPT) && refusedWhenCorrupt(r) {
+		return nil, ErrCorruptCluster
+	}
+	noSpace := w.s.hasAlarm(pb.AlarmType_NOSPACE)
 	switch {
 	case r.Put != nil:
-		if w.s.noSpace() {
+		if noSpace {
 			return nil, ErrNoSpace
 		}
 		if err := w.checkPut(r.Put); err != nil {
@@ -72,14 +76,14 @@ func (w *writer) apply(r *pb.InternalRaftRequest) (proto.Message, error) {
 	case r.DeleteRange != nil:
 		return w.deleteRange(r.DeleteRange)
 	case r.Txn != nil:
-		if w.s.noSpace() && txnHasPut(r.Txn) {
+		if noSpace && txnHasPut(r.Txn) {
 			return nil, ErrNoSpace
 		}
 		return w.txn(r.Txn)
 	case r.Compaction != nil:
 		return w.compact(r.Compaction)
 	case r.LeaseGrant != nil:
-		if w.s.noSpace() {
+		if noSpace {
 			return nil, ErrNoSpace
 		}
 		return w.leaseGrant(r.LeaseGrant)
@@ -446,13 +450,16 @@ func (s *Store) setAlarms(a []*pb.AlarmMember) {
 	s.mu.Unlock()
 }
 
-func (s *Store) noSpace() bool {
-	for _, a := range s.alarms {
-		if a.Alarm == pb.AlarmType_NOSPACE {
-			return true
-		}
-	}
-	return false
+func (s *Store) hasAlarm(t pb.AlarmType) bool {
+	return slices.ContainsFunc(s.alarms, func(a *pb.AlarmMember) bool { return a.Alarm == t })
+}
+
+// refusedWhenCorrupt lists what a CORRUPT alarm stops, as etcd's corrupt
+// applier does: every change to keys, compaction and lease grants and
+// revokes. Alarms, auth, members and lease checkpoints still apply, so the
+// alarm can be disarmed once the bad member is replaced.
+func refusedWhenCorrupt(r *pb.InternalRaftRequest) bool {
+	return r.Put != nil || r.DeleteRange != nil || r.Txn != nil || r.Compaction != nil || r.LeaseGrant != nil || r.LeaseRevoke != nil
 }
 
 // leaseKeys returns the keys attached to lease id, in key order.

@@ -11,6 +11,7 @@ var (
 	ErrLeaseExists     = errors.New("mvcc: lease already exists")
 	ErrLeaseTTLTooBig  = errors.New("mvcc: too large lease TTL")
 	ErrNoSpace         = errors.New("mvcc: database space exceeded")
+	ErrCorruptCluster  = errors.New("mvcc: corrupt cluster")
 	ErrEmptyWatchRange = errors.New("mvcc: watcher range is empty")
 	ErrDuplicateWatch  = errors.New("mvcc: duplicate watch ID provided on the WatchStream")
 	ErrClosed          = errors.New("mvcc: store closed")

@@ -34,6 +34,12 @@ type Config struct {
 	AutoCompactionRetention     string
 	WatchProgressNotifyInterval time.Duration
 	EnablePprof                 bool
+	// ListenMetricsURLs serve /metrics and the health endpoints on ports
+	// of their own (https ones with the client certificate).
+	ListenMetricsURLs []string
+	// CorruptCheckTime is how often the leader compares every member's
+	// HashKV; 0 turns the check off.
+	CorruptCheckTime time.Duration
 	// AuthToken is etcd's --auth-token: "simple" or
 	// "jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...".
 	AuthToken string
@@ -66,6 +72,7 @@ func DefaultConfig() Config {
 		QuotaBackendBytes:           2 << 30,
 		AutoCompactionMode:          "periodic",
 		WatchProgressNotifyInterval: 10 * time.Minute,
+		CorruptCheckTime:            5 * time.Minute, // etcd: off
 		AuthToken:                   "simple",
 		AuthTokenTTL:                5 * time.Minute,
 		BcryptCost:                  bcrypt.DefaultCost,
@@ -136,8 +143,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--auto-compaction-mode must be periodic or revision, not %q", c.AutoCompactionMode)
 	case c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost:
 		return fmt.Errorf("--bcrypt-cost must be between %d and %d, not %d", bcrypt.MinCost, bcrypt.MaxCost, c.BcryptCost)
+	case c.CorruptCheckTime < 0:
+		return fmt.Errorf("--corrupt-check-time must not be negative (set to %v)", c.CorruptCheckTime)
 	}
-	for _, u := range append(append(append([]string{}, c.ListenClientURLs...), c.ListenPeerURLs...), c.AdvertiseClientURLs...) {
+	for _, u := range slices.Concat(c.ListenClientURLs, c.ListenPeerURLs, c.AdvertiseClientURLs, c.ListenMetricsURLs) {
 		if _, err := hostPort(u); err != nil {
 			return err
 		}
@@ -151,9 +160,11 @@ func (c *Config) Validate() error {
 	if err := c.PeerTLS.validate("peer-"); err != nil {
 		return err
 	}
-	for _, u := range c.ListenClientURLs {
-		if isHTTPS(u) && !c.ClientTLS.Enabled() {
-			return fmt.Errorf("--listen-client-urls %s: an https URL needs --cert-file and --key-file", u)
+	for flag, urls := range map[string][]string{"--listen-client-urls": c.ListenClientURLs, "--listen-metrics-urls": c.ListenMetricsURLs} {
+		for _, u := range urls {
+			if isHTTPS(u) && !c.ClientTLS.Enabled() {
+				return fmt.Errorf("%s %s: an https URL needs --cert-file and --key-file", flag, u)
+			}
 		}
 	}
 	peers, err := c.validateMembership()

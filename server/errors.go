@@ -22,6 +22,7 @@ var wireErrors = map[error]error{
 	mvcc.ErrLeaseTTLTooBig:    rpctypes.ErrGRPCLeaseTTLTooLarge,
 	mvcc.ErrNoSpace:           rpctypes.ErrGRPCNoSpace,
 	errNoSpace:                rpctypes.ErrGRPCNoSpace,
+	mvcc.ErrCorruptCluster:    rpctypes.ErrGRPCCorrupt,
 	raftlog.ErrNoLeader:       rpctypes.ErrGRPCNoLeader,
 	raftlog.ErrNotLeader:      rpctypes.ErrGRPCNoLeader,
 	raftlog.ErrUnknownOutcome: rpctypes.ErrGRPCTimeoutDueToLeaderFail,

@@ -26,7 +26,7 @@ func (s *Server) httpHandler() http.Handler {
 	readyz := s.checks(map[string]func(context.Context) error{
 		"serializable_read": s.readCheck(true),
 		"linearizable_read": s.readCheck(false),
-		"data_corruption":   func(context.Context) error { return nil },
+		"data_corruption":   s.corruptCheck,
 		"non_learner":       func(context.Context) error { return nil },
 	})
 	if s.cfg.EnablePprof {
@@ -51,6 +51,16 @@ func getOnly(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// corruptCheck fails while a CORRUPT alarm is active, as etcd's readyz does.
+func (s *Server) corruptCheck(context.Context) error {
+	for _, a := range s.kv.Alarms() {
+		if a.Alarm == pb.AlarmType_CORRUPT {
+			return fmt.Errorf("alarm activated: %s", a.Alarm)
+		}
+	}
+	return nil
 }
 
 func (s *Server) readCheck(serializable bool) func(context.Context) error {

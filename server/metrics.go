@@ -31,6 +31,7 @@ type metrics struct {
 	puts, ranges       prometheus.Counter
 	deletes, txns      prometheus.Counter
 	watchStreams       prometheus.Gauge
+	hashChecks         *prometheus.CounterVec // outcome: ok, mismatch, incomplete
 	grpc               *grpcprom.ServerMetrics
 }
 
@@ -78,6 +79,8 @@ func newMetrics(s *Server) *metrics {
 	m.deletes = counter("mvcc", "delete_total", "Total number of deletes seen by this member.")
 	m.txns = counter("mvcc", "txn_total", "Total number of txns seen by this member.")
 	m.watchStreams = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: "debugging", Name: "mvcc_watch_stream_total", Help: "Total number of watch streams."})
+	m.hashChecks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ballast", Subsystem: "server", Name: "corruption_checks_total",
+		Help: "Corruption checks run by this member as leader, by outcome: ok, mismatch (a CORRUPT alarm was raised) or incomplete (a member did not answer)."}, []string{"outcome"})
 	m.grpc = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	gauge := func(sub, name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: sub, Name: name, Help: help}, f)
@@ -91,7 +94,7 @@ func newMetrics(s *Server) *metrics {
 	m.reg.MustRegister(
 		m.walFsync, m.proposalsCommitted, m.proposalsFailed, m.proposalsPending, m.healthSuccess, m.healthFailures,
 		m.slowApplies, m.backendCommit, m.peerRoundTrip, m.peerSent, m.peerReceived, m.peerSentFailures,
-		m.clientSent, m.clientReceived, m.puts, m.ranges, m.deletes, m.txns, m.watchStreams, m.grpc,
+		m.clientSent, m.clientReceived, m.puts, m.ranges, m.deletes, m.txns, m.watchStreams, m.hashChecks, m.grpc,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "server", Name: "leader_changes_seen_total", Help: "The number of leader changes seen."},
 			func() float64 { return float64(s.node.LeaderChanges()) }),
 		gauge("debugging", "mvcc_watcher_total", "Total number of watchers.", func() float64 { return float64(s.kv.Watchers()) }),

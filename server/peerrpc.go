@@ -46,6 +46,7 @@ var peerServiceDesc = grpc.ServiceDesc{
 		peerMethod("MemberList", func() *pb.MemberListRequest { return &pb.MemberListRequest{} }, (*Server).peerMemberList),
 		peerMethod("LeaseKeepAlive", func() *pb.LeaseKeepAliveRequest { return &pb.LeaseKeepAliveRequest{} }, (*Server).peerLeaseKeepAlive),
 		peerMethod("LeaseTimeToLive", func() *pb.LeaseTimeToLiveRequest { return &pb.LeaseTimeToLiveRequest{} }, (*Server).peerLeaseTimeToLive),
+		peerMethod("HashKV", func() *pb.HashKVRequest { return &pb.HashKVRequest{} }, (*Server).peerHashKV),
 		peerMethod("MemberAdd", func() *pb.MemberAddRequest { return &pb.MemberAddRequest{} }, (*Server).memberAdd),
 		peerMethod("MemberRemove", func() *pb.MemberRemoveRequest { return &pb.MemberRemoveRequest{} }, (*Server).memberRemove),
 		peerMethod("MemberUpdate", func() *pb.MemberUpdateRequest { return &pb.MemberUpdateRequest{} }, (*Server).memberUpdate),

@@ -54,6 +54,8 @@ type Server struct {
 	http      *http.Server
 	muxes     []*connMux
 	listeners []net.Listener
+	// metricsLns serve only HTTP: --listen-metrics-urls.
+	metricsLns []net.Listener
 
 	// The peer port: Raft, and the peer service followers use.
 	peerGRPC  *grpc.Server
@@ -301,15 +303,28 @@ func (s *Server) listen() error {
 			s.muxes = append(s.muxes, newConnMux(ln, nil, count))
 		}
 	}
+	for _, u := range s.cfg.ListenMetricsURLs {
+		addr, _ := hostPort(u)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen on metrics URL %s: %w", u, err)
+		}
+		s.listeners = append(s.listeners, ln)
+		if isHTTPS(u) {
+			ln = tls.NewListener(ln, s.clientTLS)
+		}
+		s.metricsLns = append(s.metricsLns, ln)
+	}
 	return nil
 }
 
 // Run serves until ctx is cancelled or Close is called.
 func (s *Server) Run(ctx context.Context) error {
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go s.leaseLoop()
 	go s.autoCompactLoop()
 	go s.membershipLoop()
+	go s.corruptCheckLoop()
 	// As etcd does, serve clients only once this member's name and client
 	// URLs are in the member table, so that every member a client can
 	// reach is listed with them (clientv3's Sync, etcdctl --cluster).
@@ -318,6 +333,9 @@ func (s *Server) Run(ctx context.Context) error {
 			go s.grpc.Serve(m.grpc)
 			go s.http.Serve(m.http)
 			go m.serve()
+		}
+		for _, ln := range s.metricsLns {
+			go s.http.Serve(ln)
 		}
 	}
 	s.log.Info("serving", "name", s.cfg.Name, "member-id", fmt.Sprintf("%x", s.id), "client-urls", s.cfg.ListenClientURLs, "peer-urls", s.cfg.ListenPeerURLs, "data-dir", s.cfg.DataDir)

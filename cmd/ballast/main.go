@@ -62,7 +62,7 @@ func main() {
 // unsupported are etcd flags whose concept Ballast does not have yet; using
 // one is an error that names it, never silently ignored.
 var unsupported = []string{
-	"listen-metrics-urls", "discovery", "discovery-srv", "proxy",
+	"discovery", "discovery-srv", "proxy",
 	"max-snapshots", "max-wals",
 }
 
@@ -93,6 +93,7 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 	urls("listen-client-urls", &cfg.ListenClientURLs, "URLs to listen on for client traffic")
 	urls("advertise-client-urls", &cfg.AdvertiseClientURLs, "client URLs to advertise to the cluster")
 	urls("listen-peer-urls", &cfg.ListenPeerURLs, "URLs to listen on for peer traffic")
+	urls("listen-metrics-urls", &cfg.ListenMetricsURLs, "URLs to serve /metrics and the health endpoints on, besides the client URLs")
 	urls("initial-advertise-peer-urls", &cfg.InitialAdvertisePeerURLs, "peer URLs to advertise to the cluster")
 	fs.StringVar(&cfg.InitialCluster, "initial-cluster", "", "initial cluster configuration, name=url,... (default ${name}=${initial-advertise-peer-urls})")
 	fs.StringVar(&cfg.InitialClusterState, "initial-cluster-state", cfg.InitialClusterState, "new or existing")
@@ -108,6 +109,8 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 	fs.StringVar(&cfg.AutoCompactionRetention, "auto-compaction-retention", "0", "auto compaction retention: hours or a duration (periodic), revisions (revision); 0 disables")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "duration of periodic watch progress notifications")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "experimental-watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "deprecated alias of --watch-progress-notify-interval")
+	fs.DurationVar(&cfg.CorruptCheckTime, "corrupt-check-time", cfg.CorruptCheckTime, "duration of time between cluster corruption check passes; 0 disables")
+	fs.DurationVar(&cfg.CorruptCheckTime, "experimental-corrupt-check-time", cfg.CorruptCheckTime, "deprecated alias of --corrupt-check-time")
 	fs.StringVar(&cfg.AuthToken, "auth-token", cfg.AuthToken, "auth token type: simple, or jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...")
 	tokenTTL := fs.Uint("auth-token-ttl", uint(cfg.AuthTokenTTL/time.Second), "time (in seconds) of the auth-token-ttl")
 	fs.IntVar(&cfg.BcryptCost, "bcrypt-cost", cfg.BcryptCost, "bcrypt cost for hashing auth passwords, 4 to 31")

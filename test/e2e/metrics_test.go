@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -153,4 +154,45 @@ func metricValue(t *testing.T, text, name string) float64 {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// --listen-metrics-urls serves /metrics and /health on a port of its own,
+// as in etcd, so Prometheus can scrape a member whose client port needs a
+// client certificate; the client port keeps serving them too.
+func TestListenMetricsURLs(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	n := harness.Start(t, harness.BallastBin(t), harness.Options{Args: []string{"--listen-metrics-urls", "http://" + addr}})
+	if _, err := n.Client(t).Put(testCtx(t, 30*time.Second), "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("GET /metrics on the metrics URL: %d", code)
+	}
+	if puts := metricValue(t, body, "etcd_mvcc_put_total"); puts < 1 {
+		t.Fatalf("etcd_mvcc_put_total on the metrics URL = %v after a put", puts)
+	}
+	if code, body := get("/health"); code != http.StatusOK || !strings.Contains(body, `"health":"true"`) {
+		t.Fatalf("GET /health on the metrics URL: %d %s", code, body)
+	}
+	if !strings.Contains(scrape(t, n), "etcd_mvcc_put_total") {
+		t.Fatal("the client port stopped serving /metrics")
+	}
 }
