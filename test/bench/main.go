@@ -139,13 +139,15 @@ type config struct {
 	rounds   int
 	scale    float64
 	loadKeys int
-	only     map[string]bool
-	workdir  string
-	keep     bool
-	out      string
-	etcdBin  string
-	ballBin  string
-	benchBin string
+	// defragSize is how much the defrag workload loads (bytes).
+	defragSize int64
+	only       map[string]bool
+	workdir    string
+	keep       bool
+	out        string
+	etcdBin    string
+	ballBin    string
+	benchBin   string
 }
 
 func main() {
@@ -160,8 +162,9 @@ func run() (err error) {
 	var only string
 	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds per workload and for the resource measurements; medians are reported")
 	flag.Float64Var(&cfg.scale, "scale", 1, "multiplies every workload's total (e.g. 0.05 for a smoke test)")
+	flag.Int64Var(&cfg.defragSize, "defrag-size", 1<<30, "bytes of values the defrag workload (-only defrag) loads before defragmenting")
 	flag.IntVar(&cfg.loadKeys, "load-keys", 100000, "keys loaded before measuring RSS, disk and restart time")
-	flag.StringVar(&only, "only", "", "comma-separated subset of workloads ("+workloadIDs()+", resources;\nwith -cluster: "+strings.Join(clusterIDs(), ", ")+")")
+	flag.StringVar(&only, "only", "", "comma-separated subset of workloads ("+workloadIDs()+", resources, defrag (only when named);\nwith -cluster: "+strings.Join(clusterIDs(), ", ")+")")
 	flag.IntVar(&cfg.cluster, "cluster", 0, "cluster mode: compare an etcd cluster of `N` members (at least 3) with a Ballast cluster of N,\nall on 127.0.0.1, instead of single nodes; 'ballast bench' gets every member's client endpoint,\nand the leader-kill workload kill -9s the leader under a put load (0: single-node mode)")
 	flag.DurationVar(&cfg.killLoad, "kill-load", 10*time.Second, "with -cluster: length of the put load of leader-kill; the leader is killed after a third of it")
 	flag.StringVar(&cfg.workdir, "workdir", "", "directory for data dirs and logs, kept afterwards (default: a temporary one, removed)")
@@ -247,6 +250,11 @@ func run() (err error) {
 				return err
 			}
 		}
+		if cfg.only["defrag"] {
+			if err := runDefrag(ctx, &cfg, tab); err != nil {
+				return err
+			}
+		}
 	}
 
 	var out io.Writer = os.Stdout
@@ -271,8 +279,9 @@ func (cfg *config) binary(name string) (bin, argsEnv string) {
 }
 
 // startServers starts the named servers, one after the other, each with a
-// fresh data dir under dir, and waits until each serves.
-func startServers(ctx context.Context, cfg *config, dir string, names ...string) ([]*server, error) {
+// fresh data dir under dir and args after its own flags, and waits until
+// each serves.
+func startServers(ctx context.Context, cfg *config, dir string, args []string, names ...string) ([]*server, error) {
 	var ss []*server
 	for _, name := range names {
 		bin, argsEnv := cfg.binary(name)
@@ -280,7 +289,7 @@ func startServers(ctx context.Context, cfg *config, dir string, names ...string)
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return ss, err
 		}
-		s, err := newServer(name, bin, strings.Fields(os.Getenv(argsEnv)), d)
+		s, err := newServer(name, bin, append(strings.Fields(os.Getenv(argsEnv)), args...), d)
 		if err != nil {
 			return ss, err
 		}
@@ -314,7 +323,7 @@ func runWorkloads(ctx context.Context, cfg *config, tab *table) error {
 	if len(selected) == 0 {
 		return nil
 	}
-	ss, err := startServers(ctx, cfg, filepath.Join(cfg.workdir, "workloads"), "etcd", "ballast")
+	ss, err := startServers(ctx, cfg, filepath.Join(cfg.workdir, "workloads"), nil, "etcd", "ballast")
 	defer stopAll(ss)
 	if err != nil {
 		return err
@@ -417,7 +426,7 @@ func runResources(ctx context.Context, cfg *config, tab *table) error {
 		for _, name := range []string{"etcd", "ballast"} {
 			// One server at a time, so the other does not share the
 			// machine during the load.
-			ss, err := startServers(ctx, cfg, filepath.Join(cfg.workdir, fmt.Sprintf("resources-%d", round)), name)
+			ss, err := startServers(ctx, cfg, filepath.Join(cfg.workdir, fmt.Sprintf("resources-%d", round)), nil, name)
 			if err != nil {
 				stopAll(ss)
 				return err
