@@ -146,6 +146,7 @@ func (s *Store) ForgetCluster() error {
 	b := s.db.NewBatch()
 	defer b.Close()
 	b.DeleteRange([]byte{store.PrefixMember}, []byte{store.PrefixMember + 1}, nil)
+	b.DeleteRange([]byte{store.PrefixLabels}, []byte{store.PrefixLabels + 1}, nil)
 	b.Delete(metaAlarms, nil)
 	b.Delete(metaApplied, nil)
 	s.db.MustCommit("forget cluster", b, pebble.Sync)

@@ -2,6 +2,7 @@ package mvcc
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -29,7 +30,29 @@ const (
 	MemberAttrs   MemberOp = 3 // name and client URLs, published by the member itself
 	MemberPromote MemberOp = 4 // no longer a learner
 	MemberRemove  MemberOp = 5
+	MemberLabels  MemberOp = 6 // region and zone, published by the member itself (JSON Labels)
 )
+
+// Labels place a member: its region and zone. They are Ballast's own, so
+// they live beside etcd's member record rather than in it.
+type Labels struct {
+	ID     uint64 `json:"id"`
+	Region string `json:"region,omitempty"`
+	Zone   string `json:"zone,omitempty"`
+}
+
+// EncodeMemberLabels makes the log entry that sets a member's labels.
+func EncodeMemberLabels(l Labels) ([]byte, error) {
+	b, err := json.Marshal(l)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte{0, byte(MemberLabels)}, b...), nil
+}
+
+func labelsKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{store.PrefixLabels}, id)
+}
 
 // EncodeMemberOp makes the log entry for a member change.
 func EncodeMemberOp(op MemberOp, m *pb.Member) ([]byte, error) {
@@ -50,6 +73,14 @@ func memberKey(id uint64) []byte {
 // after a removal), or an error for an unknown member.
 func (w *writer) applyMemberOp(data []byte) (*pb.Member, error) {
 	op := MemberOp(data[1])
+	if op == MemberLabels {
+		var l Labels
+		if err := json.Unmarshal(data[2:], &l); err != nil {
+			return nil, fmt.Errorf("mvcc: undecodable member labels: %w", err)
+		}
+		w.b.Set(labelsKey(l.ID), data[2:], nil)
+		return &pb.Member{ID: l.ID}, nil
+	}
 	in := &pb.Member{}
 	if err := proto.Unmarshal(data[2:], in); err != nil {
 		return nil, fmt.Errorf("mvcc: undecodable member change: %w", err)
@@ -75,6 +106,7 @@ func (w *writer) applyMemberOp(data []byte) (*pb.Member, error) {
 		cur.IsLearner = false
 	case MemberRemove:
 		w.b.Delete(memberKey(in.ID), nil)
+		w.b.Delete(labelsKey(in.ID), nil)
 		return &pb.Member{ID: in.ID}, nil
 	default:
 		return nil, fmt.Errorf("mvcc: unknown member change %d", op)
@@ -117,4 +149,24 @@ func (s *Store) Members() ([]*pb.Member, error) {
 		out = append(out, m)
 	}
 	return out, it.Error() // big-endian ids: already in id order
+}
+
+// MemberLabels returns every member's labels by id.
+func (s *Store) MemberLabels() (map[uint64]Labels, error) {
+	v, release := s.readView()
+	defer release()
+	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: []byte{store.PrefixLabels}, UpperBound: []byte{store.PrefixLabels + 1}})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	out := map[uint64]Labels{}
+	for ok := it.First(); ok; ok = it.Next() {
+		var l Labels
+		if err := json.Unmarshal(it.Value(), &l); err != nil {
+			return nil, fmt.Errorf("mvcc: member labels: %w", err)
+		}
+		out[l.ID] = l
+	}
+	return out, it.Error()
 }

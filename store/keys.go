@@ -19,6 +19,7 @@ const (
 	PrefixLease    byte = 'e' // e<id:8> -> lease TTL and remaining-TTL checkpoint
 	PrefixAttached byte = 'a' // a<id:8><key> -> empty; keys attached to a lease
 	PrefixMember   byte = 'n' // n<id:8> -> etcdserverpb.Member: name, peer and client URLs
+	PrefixLabels   byte = 'p' // p<id:8> -> JSON mvcc.Labels: a member's region and zone
 	PrefixUser     byte = 'u' // u<name> -> authpb.User: password hash, roles, options
 	PrefixRole     byte = 'o' // o<name> -> authpb.Role: key-range permissions
 	// Auth's enabled flag and revision are meta keys (m auth-enabled, m auth-rev).
