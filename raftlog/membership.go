@@ -43,6 +43,11 @@ func (n *Node) PromoteVoter(ctx context.Context, id, addr string) error {
 	return nil
 }
 
+// DemoteVoter makes a voter a non-voter that keeps receiving the log.
+func (n *Node) DemoteVoter(ctx context.Context, id string) error {
+	return n.wait(ctx, n.raft.DemoteVoter(raft.ServerID(id), 0, n.cfg.ApplyTimeout))
+}
+
 // RemoveMember removes a member from the configuration.
 func (n *Node) RemoveMember(ctx context.Context, id string) error {
 	return n.wait(ctx, n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout))

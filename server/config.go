@@ -37,6 +37,20 @@ type Config struct {
 	// ListenMetricsURLs serve /metrics and the health endpoints on ports
 	// of their own (https ones with the client certificate).
 	ListenMetricsURLs []string
+	// Regions (docs/regions.md). Region and Zone label this member.
+	// GossipListenAddr turns gossip on, and with it automatic placement:
+	// Join lists gossip seeds; a member with Join and no InitialCluster
+	// asks the running cluster to admit it. Voters is the voter target (0:
+	// 3, or 5 with five or more members over three or more regions);
+	// LeaderRegion is where leadership should be; a voter down longer than
+	// StabilizationWindow is replaced.
+	Region, Zone        string
+	GossipListenAddr    string
+	Join                []string
+	GossipKeyFile       string
+	Voters              int
+	LeaderRegion        string
+	StabilizationWindow time.Duration
 	// CorruptCheckTime is how often the leader compares every member's
 	// HashKV; 0 turns the check off.
 	CorruptCheckTime time.Duration
@@ -73,6 +87,7 @@ func DefaultConfig() Config {
 		AutoCompactionMode:          "periodic",
 		WatchProgressNotifyInterval: 10 * time.Minute,
 		CorruptCheckTime:            5 * time.Minute, // etcd: off
+		StabilizationWindow:         30 * time.Second,
 		AuthToken:                   "simple",
 		AuthTokenTTL:                5 * time.Minute,
 		BcryptCost:                  bcrypt.DefaultCost,
@@ -143,6 +158,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--auto-compaction-mode must be periodic or revision, not %q", c.AutoCompactionMode)
 	case c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost:
 		return fmt.Errorf("--bcrypt-cost must be between %d and %d, not %d", bcrypt.MinCost, bcrypt.MaxCost, c.BcryptCost)
+	case len(c.Join) > 0 && c.GossipListenAddr == "":
+		return errors.New("--join needs --gossip-listen-addr")
+	case c.Voters < 0 || (c.Voters > 0 && c.Voters%2 == 0):
+		return fmt.Errorf("--voters must be an odd number (or 0 for the default), not %d", c.Voters)
+	case c.StabilizationWindow <= 0:
+		return fmt.Errorf("--stabilization-window must be positive (set to %v)", c.StabilizationWindow)
 	case c.CorruptCheckTime < 0:
 		return fmt.Errorf("--corrupt-check-time must not be negative (set to %v)", c.CorruptCheckTime)
 	}

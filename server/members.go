@@ -128,47 +128,53 @@ const maxLearners = 1
 
 func (s *Server) memberAdd(ctx context.Context, r *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
 	return onLeader(s, ctx, "MemberAdd", r, func() (*pb.MemberAddResponse, error) {
-		s.memberMu.Lock()
-		defer s.memberMu.Unlock()
-		ms, err := s.members()
-		if err != nil {
-			return nil, err
-		}
-		if err := checkPeerURLs(ms, r.PeerURLs, 0, s.cfg.peerScheme()); err != nil {
-			return nil, err
-		}
-		if r.IsLearner {
-			n := 0
-			for _, m := range ms {
-				if m.IsLearner {
-					n++
-				}
-			}
-			if n >= maxLearners {
-				return nil, rpctypes.ErrGRPCTooManyLearners
-			}
-		}
-		// etcd's id for a member added at run time: its peer URLs and the
-		// time of the request.
-		id := memberID(r.PeerURLs, strconv.FormatInt(time.Now().Unix(), 10))
-		if findMember(ms, id) != nil {
-			return nil, rpctypes.ErrGRPCMemberExist
-		}
-		m := &pb.Member{ID: id, PeerURLs: r.PeerURLs, IsLearner: r.IsLearner}
-		if err := s.proposeMember(ctx, mvcc.MemberAdd, m); err != nil {
-			return nil, err
-		}
-		addr, _ := hostPort(r.PeerURLs[0])
-		if err := s.node.AddNonvoter(ctx, hexID(id), addr); err != nil {
-			return nil, toGRPC(err)
-		}
-		s.log.Info("member added", "member-id", hexID(id), "peer-urls", r.PeerURLs, "learner", r.IsLearner)
-		ms, err = s.members()
-		if err != nil {
-			return nil, err
-		}
-		return &pb.MemberAddResponse{Header: s.header(nil), Member: m, Members: ms}, nil
+		return s.addMember(ctx, r, maxLearners)
 	}, func() *pb.MemberAddResponse { return &pb.MemberAddResponse{} })
+}
+
+// addMember adds a member as a non-voter, refusing a learner beyond
+// learnerLimit; on the leader.
+func (s *Server) addMember(ctx context.Context, r *pb.MemberAddRequest, learnerLimit int) (*pb.MemberAddResponse, error) {
+	s.memberMu.Lock()
+	defer s.memberMu.Unlock()
+	ms, err := s.members()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPeerURLs(ms, r.PeerURLs, 0, s.cfg.peerScheme()); err != nil {
+		return nil, err
+	}
+	if r.IsLearner {
+		n := 0
+		for _, m := range ms {
+			if m.IsLearner {
+				n++
+			}
+		}
+		if n >= learnerLimit {
+			return nil, rpctypes.ErrGRPCTooManyLearners
+		}
+	}
+	// etcd's id for a member added at run time: its peer URLs and the
+	// time of the request.
+	id := memberID(r.PeerURLs, strconv.FormatInt(time.Now().Unix(), 10))
+	if findMember(ms, id) != nil {
+		return nil, rpctypes.ErrGRPCMemberExist
+	}
+	m := &pb.Member{ID: id, PeerURLs: r.PeerURLs, IsLearner: r.IsLearner}
+	if err := s.proposeMember(ctx, mvcc.MemberAdd, m); err != nil {
+		return nil, err
+	}
+	addr, _ := hostPort(r.PeerURLs[0])
+	if err := s.node.AddNonvoter(ctx, hexID(id), addr); err != nil {
+		return nil, toGRPC(err)
+	}
+	s.log.Info("member added", "member-id", hexID(id), "peer-urls", r.PeerURLs, "learner", r.IsLearner)
+	ms, err = s.members()
+	if err != nil {
+		return nil, err
+	}
+	return &pb.MemberAddResponse{Header: s.header(nil), Member: m, Members: ms}, nil
 }
 
 func (s *Server) memberRemove(ctx context.Context, r *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
@@ -413,12 +419,15 @@ func (s *Server) awaitPublished(ctx context.Context) bool {
 	}
 }
 
-// publish records this member's name and URLs in the member table.
+// publish records this member's name, URLs and labels in the member table.
 func (s *Server) publish() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*s.cfg.ElectionTimeout)
 	defer cancel()
 	recs, err := s.kv.Members()
 	if err != nil {
+		return err
+	}
+	if err := s.publishLabels(ctx); err != nil {
 		return err
 	}
 	for _, r := range recs {

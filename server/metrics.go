@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/ballast-kv/ballast/cluster/placement"
 )
 
 // metrics uses etcd's metric names so its dashboards and alerts work
@@ -32,6 +34,9 @@ type metrics struct {
 	deletes, txns      prometheus.Counter
 	watchStreams       prometheus.Gauge
 	hashChecks         *prometheus.CounterVec // outcome: ok, mismatch, incomplete
+	placementActions   *prometheus.CounterVec // kind, outcome
+	votersPerRegion    *prometheus.GaugeVec   // region
+	tolerance          *prometheus.GaugeVec   // domain: region, zone, node
 	grpc               *grpcprom.ServerMetrics
 }
 
@@ -81,6 +86,12 @@ func newMetrics(s *Server) *metrics {
 	m.watchStreams = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: "debugging", Name: "mvcc_watch_stream_total", Help: "Total number of watch streams."})
 	m.hashChecks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ballast", Subsystem: "server", Name: "corruption_checks_total",
 		Help: "Corruption checks run by this member as leader, by outcome: ok, mismatch (a CORRUPT alarm was raised) or incomplete (a member did not answer)."}, []string{"outcome"})
+	m.placementActions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ballast", Subsystem: "placement", Name: "actions_total",
+		Help: "Membership changes placement made on this member as leader, by kind and outcome (ok, failed)."}, []string{"kind", "outcome"})
+	m.votersPerRegion = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "ballast", Subsystem: "placement", Name: "voters",
+		Help: "Voters per region, as the leader sees them (only the leader reports)."}, []string{"region"})
+	m.tolerance = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "ballast", Subsystem: "placement", Name: "failure_tolerance",
+		Help: "How many whole regions, zones or nodes the cluster can lose, worst case, and keep a quorum of voters (only the leader reports)."}, []string{"domain"})
 	m.grpc = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	gauge := func(sub, name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: sub, Name: name, Help: help}, f)
@@ -95,6 +106,7 @@ func newMetrics(s *Server) *metrics {
 		m.walFsync, m.proposalsCommitted, m.proposalsFailed, m.proposalsPending, m.healthSuccess, m.healthFailures,
 		m.slowApplies, m.backendCommit, m.peerRoundTrip, m.peerSent, m.peerReceived, m.peerSentFailures,
 		m.clientSent, m.clientReceived, m.puts, m.ranges, m.deletes, m.txns, m.watchStreams, m.hashChecks, m.grpc,
+		m.placementActions, m.votersPerRegion, m.tolerance,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "server", Name: "leader_changes_seen_total", Help: "The number of leader changes seen."},
 			func() float64 { return float64(s.node.LeaderChanges()) }),
 		gauge("debugging", "mvcc_watcher_total", "Total number of watchers.", func() float64 { return float64(s.kv.Watchers()) }),
@@ -181,4 +193,26 @@ func (s *Server) countPeerFailure(addr string) {
 	if s.raftStarted.Load() {
 		s.metrics.peerSentFailures.WithLabelValues(s.peerLabel(addr)).Inc()
 	}
+}
+
+// observePlacement reports the voters per region and the failure tolerance
+// the leader computed.
+func (m *metrics) observePlacement(f placement.Facts) {
+	m.votersPerRegion.Reset()
+	for _, mem := range f.Members {
+		if mem.Role == placement.Voter {
+			m.votersPerRegion.WithLabelValues(mem.Region).Inc()
+		}
+	}
+	regions, zones, nodes := placement.Tolerance(f.Members)
+	m.tolerance.WithLabelValues("region").Set(float64(regions))
+	m.tolerance.WithLabelValues("zone").Set(float64(zones))
+	m.tolerance.WithLabelValues("node").Set(float64(nodes))
+}
+
+// clearPlacement drops the leader-only series on a member that is not the
+// leader.
+func (m *metrics) clearPlacement() {
+	m.votersPerRegion.Reset()
+	m.tolerance.Reset()
 }

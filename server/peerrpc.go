@@ -47,6 +47,7 @@ var peerServiceDesc = grpc.ServiceDesc{
 		peerMethod("LeaseKeepAlive", func() *pb.LeaseKeepAliveRequest { return &pb.LeaseKeepAliveRequest{} }, (*Server).peerLeaseKeepAlive),
 		peerMethod("LeaseTimeToLive", func() *pb.LeaseTimeToLiveRequest { return &pb.LeaseTimeToLiveRequest{} }, (*Server).peerLeaseTimeToLive),
 		peerMethod("HashKV", func() *pb.HashKVRequest { return &pb.HashKVRequest{} }, (*Server).peerHashKV),
+		peerMethod("Join", func() *pb.MemberAddRequest { return &pb.MemberAddRequest{} }, (*Server).peerJoin),
 		peerMethod("MemberAdd", func() *pb.MemberAddRequest { return &pb.MemberAddRequest{} }, (*Server).memberAdd),
 		peerMethod("MemberRemove", func() *pb.MemberRemoveRequest { return &pb.MemberRemoveRequest{} }, (*Server).memberRemove),
 		peerMethod("MemberUpdate", func() *pb.MemberUpdateRequest { return &pb.MemberUpdateRequest{} }, (*Server).memberUpdate),

@@ -20,6 +20,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 
+	"github.com/ballast-kv/ballast/cluster/gossip"
 	"github.com/ballast-kv/ballast/mvcc"
 	"github.com/ballast-kv/ballast/raftlog"
 	"github.com/ballast-kv/ballast/store"
@@ -54,6 +55,8 @@ type Server struct {
 	http      *http.Server
 	muxes     []*connMux
 	listeners []net.Listener
+	gossip    *gossip.Gossip // nil without --gossip-listen-addr
+	placer    reconciler
 	// metricsLns serve only HTTP: --listen-metrics-urls.
 	metricsLns []net.Listener
 
@@ -140,24 +143,34 @@ func New(cfg Config) (*Server, error) {
 	s.peers = &peerClients{dialer: s.dialer}
 	s.forwarder = &forwarder{dialer: s.dialer, clusterID: func() uint64 { return s.clusterID }}
 	s.metrics = newMetrics(s)
+	if err := s.startGossip(); err != nil {
+		s.closePeers()
+		return nil, err
+	}
 	bootstrap, err := s.identify()
 	if err != nil {
-		s.peers.close()
+		s.closePeers()
 		return nil, err
+	}
+	if s.gossip != nil {
+		s.gossip.SetMeta(s.gossipMeta()) // now with this member's id
 	}
 	s.reqIDs = newIDGenerator(s.id, time.Now())
 	s.metrics.identified(s.id)
 
 	s.stateDB, err = store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, "state"), Logger: cfg.Logger})
 	if err != nil {
+		s.closePeers()
 		return nil, err
 	}
 	s.kv, err = mvcc.Open(s.stateDB, mvcc.Config{MinLeaseTTL: minLeaseTTL(cfg), Logger: cfg.Logger, Tokens: s.tokens})
 	if err != nil {
+		s.closePeers()
 		s.stateDB.Close()
 		return nil, err
 	}
 	if err := s.listenPeers(); err != nil {
+		s.closePeers()
 		s.kv.Close()
 		s.stateDB.Close()
 		return nil, err
@@ -237,6 +250,14 @@ func (s *Server) closePeers() {
 	}
 	s.peers.close()
 	s.forwarder.close()
+	s.closeGossip()
+}
+
+// closeGossip leaves the gossip pool; it is idempotent.
+func (s *Server) closeGossip() {
+	if s.gossip != nil {
+		s.gossip.Close()
+	}
 }
 
 // stopGRPC lets a server's calls in flight finish for up to two seconds,
@@ -320,11 +341,12 @@ func (s *Server) listen() error {
 
 // Run serves until ctx is cancelled or Close is called.
 func (s *Server) Run(ctx context.Context) error {
-	s.wg.Add(4)
+	s.wg.Add(5)
 	go s.leaseLoop()
 	go s.autoCompactLoop()
 	go s.membershipLoop()
 	go s.corruptCheckLoop()
+	go s.placementLoop()
 	// As etcd does, serve clients only once this member's name and client
 	// URLs are in the member table, so that every member a client can
 	// reach is listed with them (clientv3's Sync, etcdctl --cluster).
@@ -359,6 +381,7 @@ func (s *Server) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.stopCh)
+		s.closeGossip() // the others see this member gone at once
 		for _, m := range s.muxes {
 			m.Close()
 		}

@@ -109,6 +109,17 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 	fs.StringVar(&cfg.AutoCompactionRetention, "auto-compaction-retention", "0", "auto compaction retention: hours or a duration (periodic), revisions (revision); 0 disables")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "duration of periodic watch progress notifications")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "experimental-watch-progress-notify-interval", cfg.WatchProgressNotifyInterval, "deprecated alias of --watch-progress-notify-interval")
+	fs.StringVar(&cfg.Region, "region", "", "region this member runs in (placement spreads voters over regions)")
+	fs.StringVar(&cfg.Zone, "zone", "", "zone within the region this member runs in")
+	fs.StringVar(&cfg.GossipListenAddr, "gossip-listen-addr", "", "host:port for gossip (TCP and UDP); turns on gossip membership and automatic placement")
+	fs.Func("join", "comma-separated gossip addresses of running members; without --initial-cluster the member asks to join their cluster", func(v string) error {
+		cfg.Join = strings.Split(v, ",")
+		return nil
+	})
+	fs.StringVar(&cfg.GossipKeyFile, "gossip-key-file", "", "file holding a 16, 24 or 32-byte key (raw or base64) that encrypts gossip")
+	fs.IntVar(&cfg.Voters, "voters", 0, "number of voters placement keeps (odd; 0: 3, or 5 with five or more members over three or more regions)")
+	fs.StringVar(&cfg.LeaderRegion, "leader-region", "", "region placement moves leadership to when a healthy voter is there")
+	fs.DurationVar(&cfg.StabilizationWindow, "stabilization-window", cfg.StabilizationWindow, "how long a voter must be unreachable before placement replaces it")
 	fs.DurationVar(&cfg.CorruptCheckTime, "corrupt-check-time", cfg.CorruptCheckTime, "duration of time between cluster corruption check passes; 0 disables")
 	fs.DurationVar(&cfg.CorruptCheckTime, "experimental-corrupt-check-time", cfg.CorruptCheckTime, "deprecated alias of --corrupt-check-time")
 	fs.StringVar(&cfg.AuthToken, "auth-token", cfg.AuthToken, "auth token type: simple, or jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...")

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -49,6 +50,37 @@ func (n *Node) Join(initialCluster string) {
 		n.t.Fatalf("harness: Join: %s has already been started", n.Name)
 	}
 	n.args = n.flags(initialCluster, "existing")
+	n.spawn()
+	n.WaitReady()
+}
+
+// GossipAddr is an address for the node's --gossip-listen-addr, picked on
+// first use (on the node's IP).
+func (n *Node) GossipAddr() string {
+	if n.gossipAddr == "" {
+		n.gossipAddr = freeAddr(n.t, n.IP)
+	}
+	return n.gossipAddr
+}
+
+// JoinByGossip starts a node prepared by NewMember the way a node joins a
+// gossiping Ballast cluster: no --initial-cluster, its --gossip-listen-addr
+// and the given flags (--join and labels, say), and waits until it is
+// ready. Later restarts reuse the same flags.
+func (n *Node) JoinByGossip(args ...string) {
+	n.t.Helper()
+	if n.runs > 0 {
+		n.t.Fatalf("harness: JoinByGossip: %s has already been started", n.Name)
+	}
+	n.args = append([]string{
+		"--name", n.Name,
+		"--data-dir", n.DataDir,
+		"--listen-client-urls", n.ClientURL,
+		"--advertise-client-urls", n.ClientURL,
+		"--listen-peer-urls", n.ListenPeerURL,
+		"--initial-advertise-peer-urls", n.PeerURL,
+		"--gossip-listen-addr", n.GossipAddr(),
+	}, append(slices.Clone(n.extra), args...)...)
 	n.spawn()
 	n.WaitReady()
 }

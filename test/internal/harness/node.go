@@ -86,6 +86,8 @@ type Node struct {
 	TLSFiles ClientFiles
 	LogPath  string // stdout and stderr of every run of the process
 
+	gossipAddr string // see GossipAddr
+
 	t       testing.TB
 	index   int // 1-based member number, which fixes IP in a proxied cluster
 	args    []string
