@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
@@ -70,22 +69,15 @@ func (s *Server) corruptCheckLoop() {
 	if s.cfg.CorruptCheckTime <= 0 {
 		return
 	}
-	t := time.NewTicker(s.cfg.CorruptCheckTime)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stopCh:
-			return
-		case <-t.C:
-		}
+	s.every(s.cfg.CorruptCheckTime, func() {
 		if !s.node.IsLeader() {
-			continue
+			return
 		}
 		if err := s.checkHashes(); err != nil {
 			s.metrics.hashChecks.WithLabelValues("incomplete").Inc()
 			s.log.Warn("corruption check", "err", err)
 		}
-	}
+	})
 }
 
 // checkHashes compares every configured member's HashKV at this member's
@@ -103,26 +95,16 @@ func (s *Server) checkHashes() error {
 	}
 	hashes := map[uint64]memberHash{s.id: {h, compactRev}}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, c := range conf {
-		id := parseID(c.ID)
-		if id == s.id {
-			continue
+	s.eachPeer(conf, func(id uint64, addr string) {
+		var resp pb.HashKVResponse
+		if err := s.callPeer(ctx, addr, "HashKV", &pb.HashKVRequest{Revision: rev}, &resp); err != nil {
+			s.log.Debug("corruption check: no hash", "member-id", hexID(id), "err", err)
+			return
 		}
-		wg.Add(1)
-		go func(id uint64, addr string) {
-			defer wg.Done()
-			var resp pb.HashKVResponse
-			if err := s.callPeer(ctx, addr, "HashKV", &pb.HashKVRequest{Revision: rev}, &resp); err != nil {
-				s.log.Debug("corruption check: no hash", "member-id", hexID(id), "err", err)
-				return
-			}
-			mu.Lock()
-			hashes[id] = memberHash{resp.Hash, resp.CompactRevision}
-			mu.Unlock()
-		}(id, c.Address)
-	}
-	wg.Wait()
+		mu.Lock()
+		hashes[id] = memberHash{resp.Hash, resp.CompactRevision}
+		mu.Unlock()
+	})
 	bad := corruptMembers(s.id, hashes)
 	if len(bad) == 0 {
 		outcome := "ok"

@@ -440,24 +440,25 @@ func (s *Server) publish() error {
 
 // pollProgress asks every other member how far it has applied.
 func (s *Server) pollProgress(conf []raftlog.Member) {
+	s.eachPeer(conf, func(id uint64, addr string) {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ElectionTimeout/2)
+		defer cancel()
+		var st pb.StatusResponse
+		start := time.Now()
+		if err := s.callPeer(ctx, addr, "Status", &pb.StatusRequest{}, &st); err == nil {
+			s.metrics.peerRoundTrip.WithLabelValues(hexID(id)).Observe(time.Since(start).Seconds())
+			s.progress.record(id, st.RaftAppliedIndex)
+		}
+	})
+}
+
+// eachPeer calls f for every other member of conf, all at once, and waits.
+func (s *Server) eachPeer(conf []raftlog.Member, f func(id uint64, addr string)) {
 	var wg sync.WaitGroup
 	for _, c := range conf {
-		id := parseID(c.ID)
-		if id == s.id {
-			continue
+		if id := parseID(c.ID); id != s.id {
+			wg.Go(func() { f(id, c.Address) })
 		}
-		wg.Add(1)
-		go func(id uint64, addr string) {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ElectionTimeout/2)
-			defer cancel()
-			var st pb.StatusResponse
-			start := time.Now()
-			if err := s.callPeer(ctx, addr, "Status", &pb.StatusRequest{}, &st); err == nil {
-				s.metrics.peerRoundTrip.WithLabelValues(hexID(id)).Observe(time.Since(start).Seconds())
-				s.progress.record(id, st.RaftAppliedIndex)
-			}
-		}(id, c.Address)
 	}
 	wg.Wait()
 }

@@ -31,45 +31,41 @@ func (s *Server) placementLoop() {
 	if s.gossip == nil {
 		return
 	}
-	t := time.NewTicker(max(s.cfg.ElectionTimeout, time.Second))
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stopCh:
-			return
-		case <-t.C:
-		}
-		if !s.node.IsLeader() {
-			s.placer.mu.Lock()
-			s.placer.downSince, s.placer.next = nil, nil
-			s.placer.mu.Unlock()
-			s.metrics.clearPlacement()
-			continue
-		}
-		facts, err := s.placementFacts()
-		if err != nil {
-			s.log.Debug("placement: facts", "err", err)
-			continue
-		}
-		plan := placement.Plan(facts, s.placementPolicy())
+	s.every(max(s.cfg.ElectionTimeout, time.Second), s.placeOnce)
+}
+
+// placeOnce plans on the leader and applies the first change.
+func (s *Server) placeOnce() {
+	if !s.node.IsLeader() {
 		s.placer.mu.Lock()
-		s.placer.next = plan
+		s.placer.downSince, s.placer.next = nil, nil
 		s.placer.mu.Unlock()
-		s.metrics.observePlacement(facts)
-		if len(plan) == 0 {
-			continue
-		}
-		c := plan[0]
-		err = s.applyPlacement(c, facts)
-		outcome := "ok"
-		if err != nil {
-			outcome = "failed"
-			s.log.Warn("placement change failed", "change", c.String(), "err", err)
-		} else {
-			s.log.Info("placement change", "change", c.String())
-		}
-		s.metrics.placementActions.WithLabelValues(c.Kind.String(), outcome).Inc()
+		s.metrics.clearPlacement()
+		return
 	}
+	facts, err := s.placementFacts()
+	if err != nil {
+		s.log.Debug("placement: facts", "err", err)
+		return
+	}
+	plan := placement.Plan(facts, s.placementPolicy())
+	s.placer.mu.Lock()
+	s.placer.next = plan
+	s.placer.mu.Unlock()
+	s.metrics.observePlacement(facts)
+	if len(plan) == 0 {
+		return
+	}
+	c := plan[0]
+	err = s.applyPlacement(c)
+	outcome := "ok"
+	if err != nil {
+		outcome = "failed"
+		s.log.Warn("placement change failed", "change", c.String(), "err", err)
+	} else {
+		s.log.Info("placement change", "change", c.String())
+	}
+	s.metrics.placementActions.WithLabelValues(c.Kind.String(), outcome).Inc()
 }
 
 func (s *Server) placementPolicy() placement.Policy {
@@ -156,7 +152,7 @@ func (r *reconciler) markDown(m placement.Member, now time.Time) placement.Membe
 
 // applyPlacement makes one change: the Raft configuration and the member
 // table together, as the Cluster API does.
-func (s *Server) applyPlacement(c placement.Change, f placement.Facts) error {
+func (s *Server) applyPlacement(c placement.Change) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*s.cfg.ElectionTimeout+5*time.Second)
 	defer cancel()
 	if c.Kind == placement.TransferLeader {

@@ -287,6 +287,18 @@ func minLeaseTTL(cfg Config) int64 {
 	return int64(math.Ceil(min.Seconds()))
 }
 
+// listenOn binds the address of a URL of the kind named and keeps the
+// listener for Close.
+func (s *Server) listenOn(kind, u string) (net.Listener, error) {
+	addr, _ := hostPort(u)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s URL %s: %w", kind, u, err)
+	}
+	s.listeners = append(s.listeners, ln)
+	return ln, nil
+}
+
 func (s *Server) listen() error {
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(s.cfg.MaxRequestBytes+512*1024),
@@ -307,12 +319,10 @@ func (s *Server) listen() error {
 	s.metrics.grpc.InitializeMetrics(s.grpc) // every method at zero, as etcd shows them
 	s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 	for _, u := range s.cfg.ListenClientURLs {
-		addr, _ := hostPort(u)
-		ln, err := net.Listen("tcp", addr)
+		ln, err := s.listenOn("client", u)
 		if err != nil {
-			return fmt.Errorf("listen on client URL %s: %w", u, err)
+			return err
 		}
-		s.listeners = append(s.listeners, ln)
 		// Bytes on the client port, as etcd's client_grpc_*_bytes_total
 		// (which also counts only what crosses the port).
 		count := func(c net.Conn) net.Conn {
@@ -325,12 +335,10 @@ func (s *Server) listen() error {
 		}
 	}
 	for _, u := range s.cfg.ListenMetricsURLs {
-		addr, _ := hostPort(u)
-		ln, err := net.Listen("tcp", addr)
+		ln, err := s.listenOn("metrics", u)
 		if err != nil {
-			return fmt.Errorf("listen on metrics URL %s: %w", u, err)
+			return err
 		}
-		s.listeners = append(s.listeners, ln)
 		if isHTTPS(u) {
 			ln = tls.NewListener(ln, s.clientTLS)
 		}
@@ -416,6 +424,20 @@ func (s *Server) header(h *pb.ResponseHeader) *pb.ResponseHeader {
 // acknowledged before the call.
 func (s *Server) linearizable(ctx context.Context) error {
 	return toGRPC(s.node.LinearizableBarrier(ctx))
+}
+
+// every calls f every d until the server stops.
+func (s *Server) every(d time.Duration, f func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopCh:
+			return
+		case <-t.C:
+		}
+		f()
+	}
 }
 
 // leaseLoop runs lease expiry and checkpoints while this member leads.

@@ -62,11 +62,7 @@ func runDefrag(ctx context.Context, cfg *config, tab *table) error {
 			samples[name] = append(samples[name], smp)
 		}
 	}
-	what := fmt.Sprintf("defragment of a %d MiB store, %d clients putting 256 B", cfg.defragSize>>20, defragWriters)
-	for _, m := range []struct {
-		metric string
-		get    func(defragSample) float64
-	}{
+	addMedians(tab, fmt.Sprintf("defragment of a %d MiB store, %d clients putting 256 B", cfg.defragSize>>20, defragWriters), samples, []measure[defragSample]{
 		{"put p99 without defrag (ms)", func(s defragSample) float64 { return s.baseP99 }},
 		{"put p99 during defrag (ms)", func(s defragSample) float64 { return s.duringP99 }},
 		{"put max during defrag (ms)", func(s defragSample) float64 { return s.duringMax }},
@@ -75,16 +71,7 @@ func runDefrag(ctx context.Context, cfg *config, tab *table) error {
 		{"db size before defrag (MiB)", func(s defragSample) float64 { return s.sizeBefore }},
 		{"db size after defrag (MiB)", func(s defragSample) float64 { return s.sizeAfter }},
 		{"db size in use after defrag (MiB)", func(s defragSample) float64 { return s.inUseAfter }},
-	} {
-		med := func(name string) float64 {
-			var v []float64
-			for _, s := range samples[name] {
-				v = append(v, m.get(s))
-			}
-			return medianOf(v)
-		}
-		tab.add(what, m.metric, med("etcd"), med("ballast"))
-	}
+	})
 	return nil
 }
 

@@ -441,18 +441,27 @@ func runResources(ctx context.Context, cfg *config, tab *table) error {
 			samples[name] = append(samples[name], smp)
 		}
 	}
-	what := fmt.Sprintf("%d keys of 256 B, loaded by 100 clients", cfg.loadKeys)
-	for _, m := range []struct {
-		metric string
-		get    func(sample) float64
-	}{
+	addMedians(tab, fmt.Sprintf("%d keys of 256 B, loaded by 100 clients", cfg.loadKeys), samples, []measure[sample]{
 		{"load time (s)", func(s sample) float64 { return s.load }},
 		{"RSS after load (MiB)", func(s sample) float64 { return s.rss }},
 		{"peak RSS (MiB)", func(s sample) float64 { return s.hwm }},
 		{"data dir size, du (MiB)", func(s sample) float64 { return s.disk }},
 		{"restart to first linearizable Get (s)", func(s sample) float64 { return s.restart }},
 		{"RSS after restart (MiB)", func(s sample) float64 { return s.rssRestart }},
-	} {
+	})
+	return nil
+}
+
+// measure is one row taken from per-round samples.
+type measure[S any] struct {
+	metric string
+	get    func(S) float64
+}
+
+// addMedians adds a row per measure: the median over the rounds of etcd's
+// and Ballast's samples.
+func addMedians[S any](tab *table, what string, samples map[string][]S, ms []measure[S]) {
+	for _, m := range ms {
 		med := func(name string) float64 {
 			var v []float64
 			for _, s := range samples[name] {
@@ -462,7 +471,6 @@ func runResources(ctx context.Context, cfg *config, tab *table) error {
 		}
 		tab.add(what, m.metric, med("etcd"), med("ballast"))
 	}
-	return nil
 }
 
 // sample is one round of resource measurements: seconds and MiB.

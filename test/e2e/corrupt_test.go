@@ -88,12 +88,7 @@ func TestCorruptMemberRaisesAlarm(t *testing.T) {
 		if want := fmt.Sprintf("memberID:%d  alarm:CORRUPT", ids[victim]); strings.TrimSpace(out) != want {
 			t.Fatalf("etcdctl alarm list = %q, want %q", out, want)
 		}
-		r, err := http.Get(leader.ClientURL + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Body.Close()
-		if r.StatusCode == http.StatusOK {
+		if code, _ := httpGet(t, leader.ClientURL+"/readyz"); code == http.StatusOK {
 			t.Fatal("/readyz answers 200 with a CORRUPT alarm active")
 		}
 	})

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -130,7 +129,14 @@ func dashboardMetrics(t *testing.T) []string {
 
 func scrape(t *testing.T, n *harness.Node) string {
 	t.Helper()
-	resp, err := http.Get(n.ClientURL + "/metrics")
+	_, body := httpGet(t, n.ClientURL+"/metrics")
+	return body
+}
+
+// httpGet returns the status and body of a GET.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +145,7 @@ func scrape(t *testing.T, n *harness.Node) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	return resp.StatusCode, string(b)
 }
 
 // metricValue is the value of an unlabelled series.
@@ -160,28 +166,12 @@ func metricValue(t *testing.T, text, name string) float64 {
 // as in etcd, so Prometheus can scrape a member whose client port needs a
 // client certificate; the client port keeps serving them too.
 func TestListenMetricsURLs(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeTCPAddr(t)
 	n := harness.Start(t, harness.BallastBin(t), harness.Options{Args: []string{"--listen-metrics-urls", "http://" + addr}})
 	if _, err := n.Client(t).Put(testCtx(t, 30*time.Second), "k", "v"); err != nil {
 		t.Fatal(err)
 	}
-	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + addr + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, string(b)
-	}
+	get := func(path string) (int, string) { return httpGet(t, "http://"+addr+path) }
 	code, body := get("/metrics")
 	if code != http.StatusOK {
 		t.Fatalf("GET /metrics on the metrics URL: %d", code)

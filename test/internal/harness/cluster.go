@@ -72,15 +72,7 @@ func (n *Node) JoinByGossip(args ...string) {
 	if n.runs > 0 {
 		n.t.Fatalf("harness: JoinByGossip: %s has already been started", n.Name)
 	}
-	n.args = append([]string{
-		"--name", n.Name,
-		"--data-dir", n.DataDir,
-		"--listen-client-urls", n.ClientURL,
-		"--advertise-client-urls", n.ClientURL,
-		"--listen-peer-urls", n.ListenPeerURL,
-		"--initial-advertise-peer-urls", n.PeerURL,
-		"--gossip-listen-addr", n.GossipAddr(),
-	}, append(slices.Clone(n.extra), args...)...)
+	n.args = append(n.identityFlags("--gossip-listen-addr", n.GossipAddr()), append(slices.Clone(n.extra), args...)...)
 	n.spawn()
 	n.WaitReady()
 }

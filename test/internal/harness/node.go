@@ -202,6 +202,11 @@ func memberIP(t testing.TB, index int) string {
 // flags returns the command line of the node: the harness's flags, then
 // Options.Args.
 func (n *Node) flags(initialCluster, state string) []string {
+	return append(n.identityFlags("--initial-cluster", initialCluster, "--initial-cluster-state", state), n.extra...)
+}
+
+// identityFlags are the node's name, data dir and URLs, then more.
+func (n *Node) identityFlags(more ...string) []string {
 	return append([]string{
 		"--name", n.Name,
 		"--data-dir", n.DataDir,
@@ -209,9 +214,7 @@ func (n *Node) flags(initialCluster, state string) []string {
 		"--advertise-client-urls", n.ClientURL,
 		"--listen-peer-urls", n.ListenPeerURL,
 		"--initial-advertise-peer-urls", n.PeerURL,
-		"--initial-cluster", initialCluster,
-		"--initial-cluster-state", state,
-	}, n.extra...)
+	}, more...)
 }
 
 // freeAddr returns an address on ip with a port that was free a moment ago.
