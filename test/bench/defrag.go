@@ -47,7 +47,7 @@ func runDefrag(ctx context.Context, cfg *config, tab *table) error {
 	for round := 1; round <= cfg.rounds; round++ {
 		for _, name := range []string{"etcd", "ballast"} {
 			ss, err := startServers(ctx, cfg, filepath.Join(cfg.workdir, fmt.Sprintf("defrag-%d", round)),
-				[]string{"--quota-backend-bytes=" + strconv.FormatInt(4*cfg.defragSize, 10)}, name)
+				[]string{"--quota-backend-bytes=" + strconv.FormatInt(max(4*cfg.defragSize, 8<<30), 10)}, name)
 			if err != nil {
 				stopAll(ss)
 				return err
