@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/ballast-kv/ballast/store"
 )
 
 // markerMagic begins a local snapshot: a marker that the state up to its
@@ -44,25 +45,12 @@ func (s *snapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, erro
 		return meta, readCloser{br, rc}, nil // a snapshot received from a leader
 	}
 	rc.Close()
-	f, err := os.CreateTemp(s.dir, "send-*.tmp")
+	var applied uint64
+	f, size, err := store.Spool(s.dir, func(w io.Writer) (err error) {
+		applied, err = s.sm.WriteSnapshot(w)
+		return err
+	})
 	if err != nil {
-		return nil, nil, err
-	}
-	os.Remove(f.Name())
-	w := bufio.NewWriterSize(f, 1<<20)
-	applied, err := s.sm.WriteSnapshot(w)
-	if err == nil {
-		err = w.Flush()
-	}
-	var size int64
-	if err == nil {
-		size, err = f.Seek(0, io.SeekCurrent)
-	}
-	if err == nil {
-		_, err = f.Seek(0, io.SeekStart)
-	}
-	if err != nil {
-		f.Close()
 		return nil, nil, fmt.Errorf("raftlog: write state snapshot: %w", err)
 	}
 	s.log.Info("streaming state snapshot", "snapshot-index", meta.Index, "applied-index", applied, "bytes", size)

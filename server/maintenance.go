@@ -1,14 +1,14 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"io"
-	"os"
 	"strconv"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/ballast-kv/ballast/store"
 )
 
 type maintenanceServer struct {
@@ -155,28 +155,23 @@ const snapshotChunk = 1 << 20
 // Snapshot streams a backup of the applied state in etcd's shape: the data
 // in chunks that count down RemainingBytes, then a last message holding
 // only the sha256 of everything sent, which `etcdctl snapshot save`
-// expects. The backup is spooled to a file in the data dir first, so the
-// stream knows its size and a slow client holds no Pebble snapshot open.
+// expects. The backup is spooled to an unnamed file in the data dir first,
+// so the stream knows its size and a slow client holds no Pebble snapshot
+// open.
 func (m *maintenanceServer) Snapshot(_ *pb.SnapshotRequest, srv pb.Maintenance_SnapshotServer) error {
-	f, err := os.CreateTemp(m.s.cfg.DataDir, "snapshot-*.tmp")
+	f, size, err := store.Spool(m.s.cfg.DataDir, func(w io.Writer) error {
+		_, err := m.s.kv.WriteBackup(w)
+		return err
+	})
 	if err != nil {
 		return toGRPC(err)
 	}
-	defer os.Remove(f.Name())
 	defer f.Close()
-	size, err := m.s.kv.WriteBackup(f)
-	if err != nil {
-		return toGRPC(err)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return toGRPC(err)
-	}
 	m.s.log.Info("sending a snapshot to a client", "bytes", size)
 	body := size - sha256.Size
-	r := bufio.NewReaderSize(f, snapshotChunk)
 	for sent := int64(0); sent < body; {
 		buf := make([]byte, min(snapshotChunk, body-sent)) // Send keeps the slice
-		if _, err := io.ReadFull(r, buf); err != nil {
+		if _, err := io.ReadFull(f, buf); err != nil {
 			return toGRPC(err)
 		}
 		sent += int64(len(buf))
@@ -185,7 +180,7 @@ func (m *maintenanceServer) Snapshot(_ *pb.SnapshotRequest, srv pb.Maintenance_S
 		}
 	}
 	sum := make([]byte, sha256.Size)
-	if _, err := io.ReadFull(r, sum); err != nil {
+	if _, err := io.ReadFull(f, sum); err != nil {
 		return toGRPC(err)
 	}
 	return srv.Send(&pb.SnapshotResponse{Header: m.s.header(nil), Blob: sum, Version: ClusterVersion})

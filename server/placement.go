@@ -7,7 +7,6 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/ballast-kv/ballast/cluster/gossip"
 	"github.com/ballast-kv/ballast/cluster/placement"
@@ -19,11 +18,11 @@ import (
 // members' progress), asks placement.Plan what to change, and applies the
 // first change only; the next round plans again on fresh facts.
 
-// reconciler keeps what the leader learned between rounds.
+// reconciler keeps what the leader learned between rounds: when it first
+// saw each member down.
 type reconciler struct {
 	mu        sync.Mutex
-	downSince map[uint64]time.Time // when the leader first saw a member down
-	next      []placement.Change   // the last plan, for status
+	downSince map[uint64]time.Time
 }
 
 func (s *Server) placementLoop() {
@@ -38,26 +37,23 @@ func (s *Server) placementLoop() {
 func (s *Server) placeOnce() {
 	if !s.node.IsLeader() {
 		s.placer.mu.Lock()
-		s.placer.downSince, s.placer.next = nil, nil
+		s.placer.downSince = nil
 		s.placer.mu.Unlock()
 		s.metrics.clearPlacement()
 		return
 	}
-	facts, err := s.placementFacts()
+	facts, gossiped, err := s.placementFacts()
 	if err != nil {
 		s.log.Debug("placement: facts", "err", err)
 		return
 	}
 	plan := placement.Plan(facts, s.placementPolicy())
-	s.placer.mu.Lock()
-	s.placer.next = plan
-	s.placer.mu.Unlock()
 	s.metrics.observePlacement(facts)
 	if len(plan) == 0 {
 		return
 	}
 	c := plan[0]
-	err = s.applyPlacement(c)
+	err = s.applyPlacement(c, gossiped[c.ID])
 	outcome := "ok"
 	if err != nil {
 		outcome = "failed"
@@ -74,19 +70,20 @@ func (s *Server) placementPolicy() placement.Policy {
 
 // placementFacts describes the cluster as this leader sees it. A member is
 // alive when it answered the leader's progress poll recently or gossip
-// says it is alive: it is down only when both have lost it.
-func (s *Server) placementFacts() (placement.Facts, error) {
+// says it is alive: it is down only when both have lost it. It also
+// returns the members gossip knows, by id.
+func (s *Server) placementFacts() (placement.Facts, map[uint64]gossip.Node, error) {
 	conf, _, err := s.node.Configuration()
 	if err != nil {
-		return placement.Facts{}, err
+		return placement.Facts{}, nil, err
 	}
 	labels, err := s.kv.MemberLabels()
 	if err != nil {
-		return placement.Facts{}, err
+		return placement.Facts{}, nil, err
 	}
 	records, err := s.kv.Members()
 	if err != nil {
-		return placement.Facts{}, err
+		return placement.Facts{}, nil, err
 	}
 	names := map[uint64]string{}
 	for _, r := range records {
@@ -132,7 +129,7 @@ func (s *Server) placementFacts() (placement.Facts, error) {
 		}
 		f.Members = append(f.Members, placement.Member{ID: id, Name: g.Name, Region: g.Region, Zone: g.Zone, Role: placement.Absent, Alive: true})
 	}
-	return f, nil
+	return f, gossiped, nil
 }
 
 // markDown fills DownFor from when the member was first seen down.
@@ -151,8 +148,9 @@ func (r *reconciler) markDown(m placement.Member, now time.Time) placement.Membe
 }
 
 // applyPlacement makes one change: the Raft configuration and the member
-// table together, as the Cluster API does.
-func (s *Server) applyPlacement(c placement.Change) error {
+// table together, as the Cluster API does. g is what gossip knows of the
+// member.
+func (s *Server) applyPlacement(c placement.Change, g gossip.Node) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*s.cfg.ElectionTimeout+5*time.Second)
 	defer cancel()
 	if c.Kind == placement.TransferLeader {
@@ -163,12 +161,6 @@ func (s *Server) applyPlacement(c placement.Change) error {
 	_, target, err := s.configMember(c.ID)
 	switch c.Kind {
 	case placement.AddNonVoter:
-		var g gossip.Node
-		for _, n := range s.gossip.Nodes() {
-			if n.ID == c.ID {
-				g = n
-			}
-		}
 		if len(g.PeerURLs) == 0 {
 			return fmt.Errorf("member %x: gossip has no peer URLs for it", c.ID)
 		}
@@ -195,12 +187,9 @@ func (s *Server) applyPlacement(c placement.Change) error {
 		if err != nil {
 			return err
 		}
-		for _, m := range ms {
-			if m.ID == c.ID {
-				rec := proto.Clone(m).(*pb.Member)
-				rec.IsLearner = true
-				return s.proposeMember(ctx, mvcc.MemberAdd, rec)
-			}
+		if m := findMember(ms, c.ID); m != nil {
+			m.IsLearner = true
+			return s.proposeMember(ctx, mvcc.MemberAdd, m)
 		}
 		return nil
 	case placement.Remove:
@@ -210,11 +199,4 @@ func (s *Server) applyPlacement(c placement.Change) error {
 		return s.proposeMember(ctx, mvcc.MemberRemove, &pb.Member{ID: c.ID})
 	}
 	return fmt.Errorf("unknown placement change %v", c.Kind)
-}
-
-// nextPlacement is the leader's last plan (nil elsewhere).
-func (s *Server) nextPlacement() []placement.Change {
-	s.placer.mu.Lock()
-	defer s.placer.mu.Unlock()
-	return append([]placement.Change(nil), s.placer.next...)
 }

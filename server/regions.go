@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -88,7 +89,7 @@ func (s *Server) peerJoin(ctx context.Context, r *pb.MemberAddRequest) (*pb.Memb
 		return nil, errors.New("this cluster does not run gossip: add the member with MemberAdd")
 	}
 	return onLeader(s, ctx, "Join", r, func() (*pb.MemberAddResponse, error) {
-		return s.addMember(ctx, &pb.MemberAddRequest{PeerURLs: r.PeerURLs, IsLearner: true}, int(^uint(0)>>1))
+		return s.addMember(ctx, &pb.MemberAddRequest{PeerURLs: r.PeerURLs, IsLearner: true}, math.MaxInt)
 	}, func() *pb.MemberAddResponse { return &pb.MemberAddResponse{} })
 }
 

@@ -151,7 +151,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(given); err != nil {
 		return 2
 	}
-	pos, err := parseInterspersed(fs, rest[1:])
+	pos, err := cli.ParseInterspersed(fs, rest[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -195,27 +195,6 @@ func globalArgs(top *flag.FlagSet) []string {
 	var out []string
 	top.Visit(func(f *flag.Flag) { out = append(out, "-"+f.Name+"="+f.Value.String()) })
 	return out
-}
-
-// parseInterspersed parses flags that may come before, between or after
-// positional arguments ("range foo --consistency s"), returning the
-// positional ones. After "--" everything is positional.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
 }
 
 func usage(w io.Writer, top *flag.FlagSet) {

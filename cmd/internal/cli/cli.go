@@ -48,3 +48,24 @@ func CheckFormat(format string) error {
 	}
 	return nil
 }
+
+// ParseInterspersed parses flags that may come before, between or after
+// positional arguments ("range foo --consistency s"), returning the
+// positional ones. After "--" everything is positional.
+func ParseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}

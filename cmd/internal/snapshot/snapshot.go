@@ -61,38 +61,32 @@ func fail(stderr io.Writer, err error) int {
 	return 1
 }
 
-// parse adds -w to fs, parses flags that may come before or after the one
-// FILE argument, and returns the file and the output format.
-func parse(fs *flag.FlagSet, args []string) (file, format string, err error) {
+// openFile adds -w to fs, parses flags that may come before or after the
+// one FILE argument, and opens the file. On failure it has reported the
+// error and code is the exit code.
+func openFile(fs *flag.FlagSet, args []string, stderr io.Writer) (f *os.File, size int64, path, format string, code int) {
 	cli.FormatFlag(fs, &format)
 	fs.SetOutput(io.Discard)
-	var files []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return "", "", cli.RewordFlagError(err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		files, args = append(files, fs.Arg(0)), fs.Args()[1:]
+	files, err := cli.ParseInterspersed(fs, args)
+	if err != nil {
+		return nil, 0, "", "", usageError(stderr, cli.RewordFlagError(err))
 	}
 	if len(files) != 1 {
-		return "", "", fmt.Errorf("want one snapshot file, got %d", len(files))
+		return nil, 0, "", "", usageError(stderr, fmt.Errorf("want one snapshot file, got %d", len(files)))
 	}
-	return files[0], format, cli.CheckFormat(format)
-}
-
-func openBackup(path string) (*os.File, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, err
+	if err := cli.CheckFormat(format); err != nil {
+		return nil, 0, "", "", usageError(stderr, err)
+	}
+	path = files[0]
+	if f, err = os.Open(path); err != nil {
+		return nil, 0, "", "", fail(stderr, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, 0, err
+		return nil, 0, "", "", fail(stderr, err)
 	}
-	return f, st.Size(), nil
+	return f, st.Size(), path, format, 0
 }
 
 // Status is what `snapshot status` prints; the JSON keys are etcdutl's,
@@ -108,14 +102,9 @@ type Status struct {
 }
 
 func status(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	path, format, err := parse(fs, args)
-	if err != nil {
-		return usageError(stderr, err)
-	}
-	f, size, err := openBackup(path)
-	if err != nil {
-		return fail(stderr, err)
+	f, size, path, format, code := openFile(flag.NewFlagSet("status", flag.ContinueOnError), args, stderr)
+	if code != 0 {
+		return code
 	}
 	defer f.Close()
 	br, err := mvcc.NewBackupReader(f, size, true)
@@ -168,13 +157,9 @@ func restore(args []string, stdout, stderr io.Writer) int {
 		return nil
 	})
 	skipHash := fs.Bool("skip-hash-check", false, "do not compare the file's sha256 checksum")
-	path, format, err := parse(fs, args)
-	if err != nil {
-		return usageError(stderr, err)
-	}
-	f, size, err := openBackup(path)
-	if err != nil {
-		return fail(stderr, err)
+	f, size, path, format, code := openFile(fs, args, stderr)
+	if code != 0 {
+		return code
 	}
 	defer f.Close()
 	p := newProgress(f, size, stderr)
