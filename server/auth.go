@@ -43,11 +43,8 @@ func authInfoFrom(ctx context.Context) *mvcc.AuthInfo {
 
 // identity is etcd's AuthInfoFromCtx: the token's user, else (with
 // --client-cert-auth) the verified client certificate's common name.
-// ok is false when the request names nobody.
+// ok is false when the request names nobody. Auth is enabled.
 func (s *Server) identity(ctx context.Context, a *mvcc.AuthState) (ai mvcc.AuthInfo, ok bool, err error) {
-	if !a.Enabled() {
-		return ai, false, nil
-	}
 	if md, found := metadata.FromIncomingContext(ctx); found {
 		ts := md.Get(rpctypes.TokenFieldNameGRPC)
 		if len(ts) == 0 {
@@ -158,8 +155,11 @@ func (s *Server) authorize(ctx context.Context, method string, req any) (mvcc.Au
 		return mvcc.AuthInfo{}, nil // checks the password itself
 	}
 	a := s.kv.Auth()
+	if !a.Enabled() {
+		return mvcc.AuthInfo{}, nil
+	}
 	ai, named, err := s.identity(ctx, a)
-	if err != nil || !a.Enabled() {
+	if err != nil {
 		return ai, err
 	}
 	if !named && !anonymousOK(method, req) {
@@ -282,18 +282,15 @@ func (s *Server) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	if err != nil {
 		return err
 	}
-	return h(srv, &authServerStream{ServerStream: ss, s: s, method: info.FullMethod, ctx: withAuthInfo(ss.Context(), &ai)})
+	return h(srv, &authServerStream{ctxStream: ctxStream{ServerStream: ss, ctx: withAuthInfo(ss.Context(), &ai)}, s: s, method: info.FullMethod})
 }
 
 // authServerStream checks every message a stream receives.
 type authServerStream struct {
-	grpc.ServerStream
+	ctxStream
 	s      *Server
 	method string
-	ctx    context.Context
 }
-
-func (a *authServerStream) Context() context.Context { return a.ctx }
 
 func (a *authServerStream) RecvMsg(m any) error {
 	if err := a.ServerStream.RecvMsg(m); err != nil {

@@ -49,7 +49,7 @@ func newTokenProvider(opts string, ttl time.Duration, waitApplied func(context.C
 	switch parts[0] {
 	case "simple", "":
 		if ttl <= 0 {
-			ttl = 5 * time.Minute
+			ttl = defaultTokenTTL
 		}
 		return &simpleTokens{ttl: ttl, waitApplied: waitApplied, now: time.Now, tokens: map[string]simpleToken{}}, nil
 	case "jwt":
@@ -162,8 +162,11 @@ type jwtTokens struct {
 	ttl    time.Duration
 }
 
+// defaultTokenTTL is etcd's --auth-token-ttl default and its JWT ttl.
+const defaultTokenTTL = 5 * time.Minute
+
 func newJWTTokens(opts map[string]string) (*jwtTokens, error) {
-	t := &jwtTokens{ttl: 5 * time.Minute}
+	t := &jwtTokens{ttl: defaultTokenTTL}
 	for k := range opts {
 		switch k {
 		case "pub-key", "priv-key", "sign-method", "ttl":

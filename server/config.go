@@ -89,7 +89,7 @@ func DefaultConfig() Config {
 		CorruptCheckTime:            5 * time.Minute, // etcd: off
 		StabilizationWindow:         30 * time.Second,
 		AuthToken:                   "simple",
-		AuthTokenTTL:                5 * time.Minute,
+		AuthTokenTTL:                defaultTokenTTL,
 		BcryptCost:                  bcrypt.DefaultCost,
 	}
 }

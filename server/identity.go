@@ -40,7 +40,8 @@ func (s *Server) identify() ([]raftlog.Server, error) {
 	}
 	var bootstrap []raftlog.Server
 	var id, cid uint64
-	if cfg.InitialClusterState == "new" && !cfg.joiningByGossip() {
+	newCluster := cfg.InitialClusterState == "new" && !cfg.joiningByGossip()
+	if newCluster {
 		id, cid, bootstrap = newClusterIDs(cfg.Name, cfg.InitialClusterToken, peers)
 	}
 
@@ -51,7 +52,7 @@ func (s *Server) identify() ([]raftlog.Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("data dir %s: %w: replace the member (remove it, then add a new one with an empty data directory)", cfg.DataDir, err)
 		}
-		if cfg.InitialClusterState == "new" && !cfg.joiningByGossip() && (mid != id || mcid != cid) {
+		if newCluster && (mid != id || mcid != cid) {
 			return nil, fmt.Errorf("data dir %s belongs to member %x of cluster %x, not to this member (%x of cluster %x): check --initial-cluster, --initial-advertise-peer-urls and --initial-cluster-token", cfg.DataDir, mid, mcid, id, cid)
 		}
 		s.id, s.clusterID = mid, mcid
@@ -68,8 +69,7 @@ func (s *Server) identify() ([]raftlog.Server, error) {
 		if err := s.joinByGossip(); err != nil {
 			return nil, err
 		}
-		bootstrap = nil
-	} else if cfg.InitialClusterState == "new" {
+	} else if newCluster {
 		s.id, s.clusterID = id, cid
 		if err := s.checkNotBootstrapped(peers); err != nil {
 			return nil, err

@@ -171,7 +171,7 @@ func (s *Server) peerLabel(addr string) string {
 		if conf, _, err := s.node.Configuration(); err == nil {
 			for _, c := range conf {
 				if c.Address == addr {
-					return hexID(parseID(c.ID))
+					return c.ID // raftlog's ids are hex already
 				}
 			}
 		}

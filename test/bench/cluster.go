@@ -266,23 +266,10 @@ func runLeaderKill(ctx context.Context, cfg *config, tab *table, kinds []string)
 			}
 		}
 	}
-	med := func(kind string, get func(killSample) float64) float64 {
-		var v []float64
-		for _, s := range samples[kind] {
-			v = append(v, get(s))
-		}
-		return medianOf(v)
-	}
-	what := fmt.Sprintf("kill -9 of the leader under %d clients of puts", killClients)
-	for _, m := range []struct {
-		metric string
-		get    func(killSample) float64
-	}{
+	addMedians(tab, fmt.Sprintf("kill -9 of the leader under %d clients of puts", killClients), samples, []measure[killSample]{
 		{"longest gap between successful puts (ms)", func(s killSample) float64 { return s.gap }},
 		{"kill to first successful put issued after it (ms)", func(s killSample) float64 { return s.first }},
-	} {
-		tab.add(what, m.metric, med("etcd", m.get), med("ballast", m.get))
-	}
+	})
 	for _, kind := range kinds {
 		var errs, puts int64
 		for _, s := range samples[kind] {

@@ -34,12 +34,12 @@ const (
 
 // defragSample is one round on one server: milliseconds, seconds, MiB.
 type defragSample struct {
-	baseP99, baseMax        float64 // ms, puts without a defragment
-	duringP99, duringMax    float64 // ms, puts in flight during the defragment
-	duringRate              float64 // puts/s completed during the defragment
-	defrag                  float64 // s, the Defragment call
-	sizeBefore, sizeAfter   float64 // MiB, Status.DbSize
-	inUseBefore, inUseAfter float64 // MiB, Status.DbSizeInUse
+	baseP99, baseMax      float64 // ms, puts without a defragment
+	duringP99, duringMax  float64 // ms, puts in flight during the defragment
+	duringRate            float64 // puts/s completed during the defragment
+	defrag                float64 // s, the Defragment call
+	sizeBefore, sizeAfter float64 // MiB, Status.DbSize
+	inUseAfter            float64 // MiB, Status.DbSizeInUse
 }
 
 func runDefrag(ctx context.Context, cfg *config, tab *table) error {
@@ -114,7 +114,7 @@ func measureDefrag(ctx context.Context, cfg *config, s *server) (smp defragSampl
 		if err != nil {
 			return from, to, err
 		}
-		smp.sizeBefore, smp.inUseBefore = mib(st.DbSize), mib(st.DbSizeInUse)
+		smp.sizeBefore = mib(st.DbSize)
 		from = time.Now()
 		if _, err = cli.Defragment(dctx, s.client); err != nil {
 			return from, to, err

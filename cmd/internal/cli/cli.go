@@ -5,6 +5,7 @@ package cli
 import (
 	"flag"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -68,4 +69,11 @@ func ParseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// UsageError reports a command-line mistake of `ballast command` and
+// returns exit code 2.
+func UsageError(stderr io.Writer, command string, err error) int {
+	fmt.Fprintf(stderr, "ballast %s: %v\nRun 'ballast %s -h' for usage.\n", command, err, command)
+	return 2
 }

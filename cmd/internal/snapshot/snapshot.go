@@ -26,7 +26,7 @@ import (
 // returns the exit status: 0 on success, 1 on failure, 2 on a usage error.
 func Main(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		return usageError(stderr, errors.New("want a sub-command: status or restore"))
+		return cli.UsageError(stderr, "snapshot", errors.New("want a sub-command: status or restore"))
 	}
 	switch args[0] {
 	case "status":
@@ -37,7 +37,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usageText)
 		return 0
 	}
-	return usageError(stderr, fmt.Errorf("unknown sub-command %q: want status or restore", args[0]))
+	return cli.UsageError(stderr, "snapshot", fmt.Errorf("unknown sub-command %q: want status or restore", args[0]))
 }
 
 const usageText = `Usage:
@@ -50,11 +50,6 @@ const usageText = `Usage:
       as etcdutl snapshot restore does. Run it for every member with the same file and
       cluster flags, then start the members with those flags.
 `
-
-func usageError(stderr io.Writer, err error) int {
-	fmt.Fprintf(stderr, "ballast snapshot: %v\nRun 'ballast snapshot -h' for usage.\n", err)
-	return 2
-}
 
 func fail(stderr io.Writer, err error) int {
 	fmt.Fprintf(stderr, "ballast snapshot: %v\n", err)
@@ -69,13 +64,13 @@ func openFile(fs *flag.FlagSet, args []string, stderr io.Writer) (f *os.File, si
 	fs.SetOutput(io.Discard)
 	files, err := cli.ParseInterspersed(fs, args)
 	if err != nil {
-		return nil, 0, "", "", usageError(stderr, cli.RewordFlagError(err))
+		return nil, 0, "", "", cli.UsageError(stderr, "snapshot", cli.RewordFlagError(err))
 	}
 	if len(files) != 1 {
-		return nil, 0, "", "", usageError(stderr, fmt.Errorf("want one snapshot file, got %d", len(files)))
+		return nil, 0, "", "", cli.UsageError(stderr, "snapshot", fmt.Errorf("want one snapshot file, got %d", len(files)))
 	}
 	if err := cli.CheckFormat(format); err != nil {
-		return nil, 0, "", "", usageError(stderr, err)
+		return nil, 0, "", "", cli.UsageError(stderr, "snapshot", err)
 	}
 	path = files[0]
 	if f, err = os.Open(path); err != nil {

@@ -83,13 +83,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			usage(stderr, fs)
 			return 0
 		}
-		return usageError(stderr, cli.RewordFlagError(err))
+		return cli.UsageError(stderr, "status", cli.RewordFlagError(err))
 	}
 	if fs.NArg() > 0 {
-		return usageError(stderr, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+		return cli.UsageError(stderr, "status", fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
 	if err := c.validate(); err != nil {
-		return usageError(stderr, err)
+		return cli.UsageError(stderr, "status", err)
 	}
 
 	r, err := collect(ctx, &c)
@@ -113,11 +113,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-func usageError(stderr io.Writer, err error) int {
-	fmt.Fprintf(stderr, "ballast status: %v\nRun 'ballast status -h' for usage.\n", err)
-	return 2
 }
 
 func usage(w io.Writer, fs *flag.FlagSet) {
