@@ -308,11 +308,11 @@ func loadAuth(r pebble.Reader) (*AuthState, error) {
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
-	if b, err := store.GetCopy(r, metaAuthRev); err == nil && len(b) == 8 {
-		a.rev = store.Uint64(b)
-	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+	rev, err := readMetaInt(r, metaAuthRev, 1)
+	if err != nil {
 		return nil, err
 	}
+	a.rev = uint64(rev)
 	for _, p := range []byte{store.PrefixUser, store.PrefixRole} {
 		lo := []byte{p}
 		it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: store.PrefixEnd(lo)})

@@ -84,28 +84,30 @@ func Open(db *store.DB, cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// readMetaInt reads an 8-byte meta value, def when it is absent.
+func readMetaInt(r pebble.Reader, k []byte, def int64) (int64, error) {
+	b, err := store.GetCopy(r, k)
+	if errors.Is(err, store.ErrNotFound) {
+		return def, nil
+	}
+	if err != nil || len(b) != 8 {
+		return 0, fmt.Errorf("mvcc: read %s: %v", k, err)
+	}
+	return int64(store.Uint64(b)), nil
+}
+
 // load reads the state's metadata and leases from the database (at Open,
 // and after a snapshot replaced the state).
 func (s *Store) load() error {
 	db := s.db
-	get := func(k []byte, def int64) (int64, error) {
-		b, err := store.GetCopy(db, k)
-		if errors.Is(err, store.ErrNotFound) {
-			return def, nil
-		}
-		if err != nil || len(b) != 8 {
-			return 0, fmt.Errorf("mvcc: read %s: %v", k, err)
-		}
-		return int64(store.Uint64(b)), nil
-	}
 	var err error
-	if s.rev, err = get(metaRev, 1); err != nil {
+	if s.rev, err = readMetaInt(db, metaRev, 1); err != nil {
 		return err
 	}
-	if s.compactRev, err = get(metaCompactRev, -1); err != nil {
+	if s.compactRev, err = readMetaInt(db, metaCompactRev, -1); err != nil {
 		return err
 	}
-	applied, err := get(metaApplied, 0)
+	applied, err := readMetaInt(db, metaApplied, 0)
 	if err != nil {
 		return err
 	}

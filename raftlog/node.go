@@ -206,11 +206,17 @@ func (n *Node) start() error {
 	if err != nil {
 		return err
 	}
-	if err := n.checkLogCoversApplied(snaps); err != nil {
+	// The latest snapshot, listed once for both checks (listing reads
+	// every snapshot's meta file).
+	var latest *raft.SnapshotMeta
+	if metas, err := snaps.List(); err == nil && len(metas) > 0 {
+		latest = metas[0]
+	}
+	if err := n.checkLogCoversApplied(latest); err != nil {
 		return err
 	}
 	if existing {
-		n.solo = n.soleVoter(snaps)
+		n.solo = n.soleVoter(latest)
 	} else {
 		n.solo = len(n.cfg.Bootstrap) == 1 && n.cfg.Bootstrap[0].ID == n.cfg.ID
 	}
@@ -254,15 +260,15 @@ var ErrLogBehindState = errors.New("raftlog: the raft log lost entries the state
 // snapshot, when a snapshot replaced the log) with the state machine's
 // applied index. The state applies only committed entries, which this
 // member's log held, synced, before they were applied.
-func (n *Node) checkLogCoversApplied(snaps raft.SnapshotStore) error {
+func (n *Node) checkLogCoversApplied(latest *raft.SnapshotMeta) error {
 	applied := n.fsm.sm.AppliedIndex()
 	last, err := n.logs.LastIndex()
 	if err != nil {
 		return err
 	}
 	end := last
-	if metas, err := snaps.List(); err == nil && len(metas) > 0 {
-		end = max(end, metas[0].Index)
+	if latest != nil {
+		end = max(end, latest.Index)
 	}
 	if applied > end {
 		return fmt.Errorf("%w: the log and snapshots end at index %d, the state applied up to %d", ErrLogBehindState, end, applied)
@@ -273,7 +279,7 @@ func (n *Node) checkLogCoversApplied(snaps raft.SnapshotStore) error {
 // soleVoter reports whether the latest configuration in the log (or, if
 // the log holds none, in the latest snapshot) has this member as its only
 // server.
-func (n *Node) soleVoter(snaps raft.SnapshotStore) bool {
+func (n *Node) soleVoter(latest *raft.SnapshotMeta) bool {
 	first, _ := n.logs.FirstIndex()
 	last, _ := n.logs.LastIndex()
 	var l raft.Log
@@ -286,8 +292,8 @@ func (n *Node) soleVoter(snaps raft.SnapshotStore) bool {
 			return len(c.Servers) == 1 && string(c.Servers[0].ID) == n.cfg.ID
 		}
 	}
-	if metas, err := snaps.List(); err == nil && len(metas) > 0 {
-		c := metas[0].Configuration
+	if latest != nil {
+		c := latest.Configuration
 		return len(c.Servers) == 1 && string(c.Servers[0].ID) == n.cfg.ID
 	}
 	return false
