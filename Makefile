@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 FUZZTIME ?= 20s
 
-.PHONY: build test test-kubernetes test-robustness test-robustness-ci test-unit test-e2e fuzz bench bench-compare lint verify etcd-ref clean
+.PHONY: build test test-kubernetes test-robustness test-robustness-ci test-unit test-e2e fuzz bench bench-compare bench-defrag lint verify etcd-ref clean
 
 build:
 	$(GO) build -o bin/ballast ./cmd/ballast
@@ -66,6 +66,10 @@ bench:
 # Ballast against etcd v3.7 on this machine (docs/benchmarks.md).
 bench-compare: etcd-ref build
 	BALLAST_BIN=bin/ballast ETCD_BIN=bin/etcd $(GO) run ./test/bench -out docs/bench-latest.md
+
+# Put latency while a 1 GiB store defragments, Ballast against etcd v3.7.
+bench-defrag: etcd-ref build
+	BALLAST_BIN=bin/ballast ETCD_BIN=bin/etcd $(GO) run ./test/bench -only defrag -rounds 1 -out docs/bench-defrag-latest.md
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
