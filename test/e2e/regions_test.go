@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -9,54 +10,142 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/ballast-kv/ballast/test/internal/harness"
 )
 
-// Seven members over three regions (3/2/2) that find each other by gossip
-// end with five voters spread 2/2/1 and two non-voters, with no region
-// holding a majority; killing every member of a region that holds two
-// voters keeps writes going, and placement restores five voters from the
-// survivors and removes the dead.
-func TestRegionsPlaceVoters(t *testing.T) {
-	bin := harness.BallastBin(t)
-	region := map[string]string{"n1": "a", "n2": "a", "n3": "a", "n4": "b", "n5": "b", "n6": "c", "n7": "c"}
-	common := []string{"--voters", "5", "--stabilization-window", "3s"}
-	seed := freeTCPAddr(t)
-	first := harness.StartCluster(t, bin, 1, harness.Options{Name: "n1",
-		Args: append(slices.Clone(common), "--gossip-listen-addr", seed, "--region", "a", "--zone", "a1")})[0]
-	nodes := []*harness.Node{first}
-	for i := 2; i <= 7; i++ {
-		name := fmt.Sprintf("n%d", i)
-		n := harness.NewMember(t, bin, nodes, name, harness.Options{Args: common})
-		n.JoinByGossip("--join", seed, "--region", region[name], "--zone", region[name]+"1")
-		nodes = append(nodes, n)
-	}
-	cl := newClients(t)
-	byName := map[string]*harness.Node{}
-	for _, n := range nodes {
-		byName[n.Name] = n
-	}
+// wanDelay is the simulated one-way latency between regions a, b and c (a
+// round trip takes twice as long); members of one region see none. The
+// peer links go through the harness's proxies; gossip and the tests' clients
+// do not.
+var wanDelay = map[[2]string]time.Duration{
+	{"a", "b"}: 20 * time.Millisecond,
+	{"a", "c"}: 50 * time.Millisecond,
+	{"b", "c"}: 80 * time.Millisecond,
+}
 
-	// voters returns the voters per region and the names of the non-voters.
-	voters := func(ctx context.Context, via *harness.Node) (map[string][]string, []string, error) {
-		resp, err := cl.of(via).MemberList(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		perRegion := map[string][]string{}
-		var others []string
-		for _, m := range resp.Members {
-			if m.IsLearner {
-				others = append(others, m.Name)
-			} else {
-				perRegion[region[m.Name]] = append(perRegion[region[m.Name]], m.Name)
-			}
-		}
-		return perRegion, others, nil
+// regionCluster is a proxied cluster of members labelled with regions that
+// find each other by gossip: the first member starts alone, the others
+// join through its gossip address.
+type regionCluster struct {
+	t      *testing.T
+	bin    string
+	args   []string // every member's flags beyond identity and labels
+	seed   string   // the first member's gossip address
+	nodes  []*harness.Node
+	region map[string]string // by member name
+	cl     *clients
+}
+
+func newRegionCluster(t *testing.T, args ...string) *regionCluster {
+	return &regionCluster{t: t, bin: harness.BallastBin(t), args: args, seed: freeTCPAddr(t), region: map[string]string{}, cl: newClients(t)}
+}
+
+// add starts a member in region (zone region+"1") and waits until it is
+// ready: the first one alone, the others by gossip. It then delays the peer
+// links between regions as wanDelay says.
+func (rc *regionCluster) add(name, region string) *harness.Node {
+	rc.t.Helper()
+	labels := []string{"--region", region, "--zone", region + "1"}
+	opts := harness.Options{Name: name, Proxied: true, Args: rc.args}
+	var n *harness.Node
+	if len(rc.nodes) == 0 {
+		opts.Args = append(slices.Clone(rc.args), append(labels, "--gossip-listen-addr", rc.seed)...)
+		n = harness.StartCluster(rc.t, rc.bin, 1, opts)[0]
+	} else {
+		n = harness.NewMember(rc.t, rc.bin, rc.nodes, name, opts)
+		n.JoinByGossip(append([]string{"--join", rc.seed}, labels...)...)
 	}
+	rc.nodes = append(rc.nodes, n)
+	rc.region[name] = region
+	rc.applyWAN()
+	return n
+}
+
+func (rc *regionCluster) applyWAN() {
+	for pair, d := range wanDelay {
+		harness.DelayBetween(rc.in(pair[0]), rc.in(pair[1]), d)
+	}
+}
+
+// in returns the members of region.
+func (rc *regionCluster) in(region string) []*harness.Node {
+	var ns []*harness.Node
+	for _, n := range rc.nodes {
+		if rc.region[n.Name] == region {
+			ns = append(ns, n)
+		}
+	}
+	return ns
+}
+
+func (rc *regionCluster) byName(name string) *harness.Node {
+	for _, n := range rc.nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	rc.t.Fatalf("no member %s", name)
+	return nil
+}
+
+// roles asks via for the member list: the voters by region and the names of
+// the non-voters, and every member's ID by name.
+func (rc *regionCluster) roles(ctx context.Context, via *harness.Node) (voters map[string][]string, nonVoters []string, ids map[string]uint64, err error) {
+	resp, err := rc.cl.of(via).MemberList(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	voters, ids = map[string][]string{}, map[string]uint64{}
+	for _, m := range resp.Members {
+		ids[m.Name] = m.ID
+		if m.IsLearner {
+			nonVoters = append(nonVoters, m.Name)
+		} else {
+			voters[rc.region[m.Name]] = append(voters[rc.region[m.Name]], m.Name)
+		}
+	}
+	slices.Sort(nonVoters)
+	return voters, nonVoters, ids, nil
+}
+
+// leaderName asks via who leads, by name.
+func (rc *regionCluster) leaderName(ctx context.Context, via *harness.Node) (string, error) {
+	st, err := rc.cl.of(via).Status(ctx, via.ClientURL)
+	if err != nil {
+		return "", err
+	}
+	if st.Leader == 0 {
+		return "", errors.New("no leader")
+	}
+	resp, err := rc.cl.of(via).MemberList(ctx, clientv3.WithSerializable())
+	if err != nil {
+		return "", err
+	}
+	for _, m := range resp.Members {
+		if m.ID == st.Leader {
+			return m.Name, nil
+		}
+	}
+	return "", fmt.Errorf("leader %x is not in the member list", st.Leader)
+}
+
+// Seven members over three regions (3/2/2) that find each other by gossip,
+// with WAN latency between the regions, end with five voters spread 2/2/1
+// and two non-voters, no region holding a majority; killing every member of
+// a region that holds two voters keeps writes going, and placement restores
+// five voters from the survivors and removes the dead.
+func TestRegionsPlaceVoters(t *testing.T) {
+	rc := newRegionCluster(t, "--voters", "5", "--stabilization-window", "3s")
+	for i, r := range []string{"a", "a", "a", "b", "b", "c", "c"} {
+		rc.add(fmt.Sprintf("n%d", i+1), r)
+	}
+	first := rc.nodes[0]
+
 	var spread map[string][]string
 	waitUntil(t, 2*time.Minute, "five voters spread 2/2/1 and two non-voters", func(ctx context.Context) error {
-		perRegion, others, err := voters(ctx, first)
+		perRegion, others, _, err := rc.roles(ctx, first)
 		if err != nil {
 			return err
 		}
@@ -73,9 +162,8 @@ func TestRegionsPlaceVoters(t *testing.T) {
 	})
 	t.Logf("voters by region: %v", spread)
 	waitUntil(t, 30*time.Second, "the leader reports it can lose one region", func(ctx context.Context) error {
-		for _, n := range nodes {
-			text := scrape(t, n)
-			if strings.Contains(text, `ballast_placement_failure_tolerance{domain="region"} 1`) {
+		for _, n := range rc.nodes {
+			if strings.Contains(scrape(t, n), `ballast_placement_failure_tolerance{domain="region"} 1`) {
 				return nil
 			}
 		}
@@ -86,11 +174,10 @@ func TestRegionsPlaceVoters(t *testing.T) {
 	if len(spread["b"]) != 2 {
 		lost = "c"
 	}
-	var dead, live []*harness.Node
-	for _, n := range nodes {
-		if region[n.Name] == lost {
-			dead = append(dead, n)
-		} else {
+	dead := rc.in(lost)
+	var live []*harness.Node
+	for _, n := range rc.nodes {
+		if rc.region[n.Name] != lost {
 			live = append(live, n)
 		}
 	}
@@ -99,32 +186,138 @@ func TestRegionsPlaceVoters(t *testing.T) {
 	}
 	t.Logf("killed region %s: %s", lost, names(dead))
 	waitUntil(t, time.Minute, "a write after losing region "+lost, func(ctx context.Context) error {
-		_, err := cl.of(first).Put(ctx, "after-region-loss", "1")
+		_, err := rc.cl.of(first).Put(ctx, "after-region-loss", "1")
 		return err
 	})
-	waitUntil(t, 2*time.Minute, "five voters among the survivors and the dead removed", func(ctx context.Context) error {
-		resp, err := cl.of(first).MemberList(ctx)
+	restored := waitUntil(t, 2*time.Minute, "five voters among the survivors and the dead removed", func(ctx context.Context) error {
+		perRegion, others, ids, err := rc.roles(ctx, first)
 		if err != nil {
 			return err
 		}
-		nv := 0
-		for _, m := range resp.Members {
-			if region[m.Name] == lost {
-				return fmt.Errorf("%s of the lost region is still a member", m.Name)
-			}
-			if !m.IsLearner {
-				nv++
-			}
+		if len(perRegion[lost]) > 0 || slices.ContainsFunc(others, func(n string) bool { return rc.region[n] == lost }) {
+			return fmt.Errorf("members of the lost region remain: voters %v, non-voters %v", perRegion, others)
 		}
-		if nv != 5 || len(resp.Members) != 5 {
-			return fmt.Errorf("%d voters among %d members", nv, len(resp.Members))
+		if len(perRegion["a"])+len(perRegion["b"])+len(perRegion["c"]) != 5 || len(ids) != 5 {
+			return fmt.Errorf("voters %v among %d members", perRegion, len(ids))
 		}
 		return nil
 	})
-	if _, err := cl.of(first).Put(testCtx(t, 30*time.Second), "after-restore", "1"); err != nil {
+	t.Logf("five voters again %v after the first write", restored)
+	if _, err := rc.cl.of(first).Put(testCtx(t, 30*time.Second), "after-restore", "1"); err != nil {
 		t.Fatalf("write after placement restored the voters: %v", err)
 	}
 	requireSameHashKV(t, live)
+}
+
+// With --leader-region, over WAN latency: leadership goes to that region
+// and returns there after it is moved away; a member that joins by gossip
+// where no voter is wanted stays a non-voter, and becomes the voter that
+// replaces its region's voter when that one dies; and a region cut off
+// from the others serves serializable reads but refuses linearizable ones
+// rather than answer stale.
+func TestRegionsLeaderJoinAndPartition(t *testing.T) {
+	rc := newRegionCluster(t, "--voters", "3", "--leader-region", "b", "--stabilization-window", "3s")
+	a1, b1, c1 := rc.add("a1", "a"), rc.add("b1", "b"), rc.add("c1", "c")
+
+	var ids map[string]uint64
+	waitUntil(t, time.Minute, "voters a1, b1 and c1, led from region b", func(ctx context.Context) error {
+		voters, others, got, err := rc.roles(ctx, a1)
+		if err != nil {
+			return err
+		}
+		if len(voters["a"])+len(voters["b"])+len(voters["c"]) != 3 || len(others) != 0 {
+			return fmt.Errorf("voters %v, non-voters %v", voters, others)
+		}
+		ids = got
+		if l, err := rc.leaderName(ctx, a1); err != nil || l != "b1" {
+			return fmt.Errorf("leader %q (%v)", l, err)
+		}
+		return nil
+	})
+
+	// Away and back: MoveLeader is the operator's; placement moves it home.
+	if _, err := rc.cl.of(b1).MoveLeader(testCtx(t, 20*time.Second), ids["c1"]); err != nil {
+		t.Fatalf("MoveLeader to c1: %v", err)
+	}
+	if l, err := rc.leaderName(testCtx(t, 10*time.Second), c1); err != nil || l != "c1" {
+		t.Fatalf("after MoveLeader to c1, c1 says the leader is %q (%v)", l, err)
+	}
+	back := waitUntil(t, 30*time.Second, "leadership back in region b", func(ctx context.Context) error {
+		if l, err := rc.leaderName(ctx, a1); err != nil || l != "b1" {
+			return fmt.Errorf("leader %q (%v)", l, err)
+		}
+		return nil
+	})
+	t.Logf("leadership back on b1 %v after it moved to c1", back)
+
+	// A second member in region c is not needed as a voter.
+	c2 := rc.add("c2", "c")
+	if _, err := rc.cl.of(a1).Put(testCtx(t, 10*time.Second), "k", "before"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "c2 follows as a non-voter", func(ctx context.Context) error {
+		_, others, _, err := rc.roles(ctx, a1)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(others, []string{"c2"}) {
+			return fmt.Errorf("non-voters %v", others)
+		}
+		r, err := rc.cl.of(c2).Get(ctx, "k", clientv3.WithSerializable())
+		if err != nil || len(r.Kvs) != 1 {
+			return fmt.Errorf("serializable read on c2: %v, %v", r, err)
+		}
+		return nil
+	})
+	time.Sleep(3 * time.Second) // a few placement rounds
+	if _, others, _, err := rc.roles(testCtx(t, 10*time.Second), a1); err != nil || !slices.Equal(others, []string{"c2"}) {
+		t.Fatalf("a few rounds later the non-voters are %v (%v): c2 was promoted with no voter wanted", others, err)
+	}
+
+	// Region c's voter dies: c2 replaces it.
+	c1.Kill()
+	replaced := waitUntil(t, time.Minute, "c2 a voter in c1's place", func(ctx context.Context) error {
+		voters, others, got, err := rc.roles(ctx, a1)
+		if err != nil {
+			return err
+		}
+		if _, ok := got["c1"]; ok || !slices.Equal(voters["c"], []string{"c2"}) || len(others) != 0 {
+			return fmt.Errorf("voters %v, non-voters %v, members %v", voters, others, got)
+		}
+		return nil
+	})
+	t.Logf("c2 voted in c1's place %v after c1 was killed (stabilisation window 3s)", replaced)
+
+	// Region c cut off: local reads only.
+	harness.Partition([]*harness.Node{c2}, []*harness.Node{a1, b1})
+	if _, err := rc.cl.of(b1).Put(testCtx(t, 20*time.Second), "k", "after"); err != nil {
+		t.Fatalf("write in the majority while region c is cut off: %v", err)
+	}
+	r, err := rc.cl.of(c2).Get(testCtx(t, 5*time.Second), "k", clientv3.WithSerializable())
+	if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "before" {
+		t.Fatalf("serializable read in the cut-off region: %v, %v; want the value it holds, %q", r, err, "before")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	lr, err := rc.cl.of(c2).Get(ctx, "k")
+	cancel()
+	if err == nil {
+		t.Fatalf("linearizable read in the cut-off region answered %q; want an error", lr.Kvs)
+	}
+	t.Logf("linearizable read in the cut-off region: %v", err)
+
+	harness.HealAll(rc.nodes)
+	rc.applyWAN()
+	waitUntil(t, 30*time.Second, "c2 serves the new value linearizably once healed", func(ctx context.Context) error {
+		r, err := rc.cl.of(c2).Get(ctx, "k")
+		if err != nil {
+			return err
+		}
+		if len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "after" {
+			return fmt.Errorf("read %v", r.Kvs)
+		}
+		return nil
+	})
+	requireSameHashKV(t, []*harness.Node{a1, b1, c2})
 }
 
 func freeTCPAddr(t *testing.T) string {

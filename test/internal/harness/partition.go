@@ -72,6 +72,19 @@ func DelayLinks(all []*Node, d time.Duration) {
 	}
 }
 
+// DelayBetween delays every link between a member of a and a member of b by
+// d in each direction (a round trip between them takes 2*d longer), as a
+// WAN between two regions would. Links within a and within b are left as
+// they are. d <= 0 removes those delays.
+func DelayBetween(a, b []*Node, d time.Duration) {
+	for _, x := range a {
+		for _, y := range b {
+			y.proxy().Delay(x.IP, d)
+			x.proxy().Delay(y.IP, d)
+		}
+	}
+}
+
 // proxy returns the node's proxy, failing the test if it has none.
 func (n *Node) proxy() *Proxy {
 	if n.Proxy == nil {
