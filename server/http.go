@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 
 	"fmt"
 	"net/http"
@@ -22,6 +23,7 @@ func (s *Server) httpHandler() http.Handler {
 		fmt.Fprintf(w, `{"etcdserver":%q,"etcdcluster":%q,"storage":%q}`, Version, ClusterVersion, ClusterVersion)
 	})
 	mux.HandleFunc("/health", s.serveHealth)
+	mux.HandleFunc("/placement", s.servePlacement)
 	livez := s.checks(map[string]func(context.Context) error{"serializable_read": s.readCheck(true)})
 	readyz := s.checks(map[string]func(context.Context) error{
 		"serializable_read": s.readCheck(true),
@@ -40,6 +42,17 @@ func (s *Server) httpHandler() http.Handler {
 	mux.HandleFunc("/readyz", readyz)
 	mux.HandleFunc("/readyz/", readyz)
 	return getOnly(mux)
+}
+
+// servePlacement answers placementStatus as JSON, for `ballast status`.
+func (s *Server) servePlacement(w http.ResponseWriter, _ *http.Request) {
+	st, err := s.placementStatus()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(st)
 }
 
 func getOnly(h http.Handler) http.Handler {

@@ -19,10 +19,12 @@ import (
 // first change only; the next round plans again on fresh facts.
 
 // reconciler keeps what the leader learned between rounds: when it first
-// saw each member down.
+// saw each member down, and what its last round saw and planned (for
+// /placement).
 type reconciler struct {
 	mu        sync.Mutex
 	downSince map[uint64]time.Time
+	last      *placement.Status
 }
 
 func (s *Server) placementLoop() {
@@ -37,7 +39,7 @@ func (s *Server) placementLoop() {
 func (s *Server) placeOnce() {
 	if !s.node.IsLeader() {
 		s.placer.mu.Lock()
-		s.placer.downSince = nil
+		s.placer.downSince, s.placer.last = nil, nil
 		s.placer.mu.Unlock()
 		s.metrics.clearPlacement()
 		return
@@ -47,8 +49,10 @@ func (s *Server) placeOnce() {
 		s.log.Debug("placement: facts", "err", err)
 		return
 	}
-	plan := placement.Plan(facts, s.placementPolicy())
+	policy := s.placementPolicy()
+	plan := placement.Plan(facts, policy)
 	s.metrics.observePlacement(facts)
+	s.placer.record(facts, policy, plan)
 	if len(plan) == 0 {
 		return
 	}
@@ -60,8 +64,18 @@ func (s *Server) placeOnce() {
 		s.log.Warn("placement change failed", "change", c.String(), "err", err)
 	} else {
 		s.log.Info("placement change", "change", c.String())
+		s.placer.record(facts, policy, plan[1:]) // what is left to do
 	}
 	s.metrics.placementActions.WithLabelValues(c.Kind.String(), outcome).Inc()
+}
+
+// record keeps the round's facts and the changes still wanted for
+// /placement.
+func (r *reconciler) record(f placement.Facts, p placement.Policy, plan []placement.Change) {
+	st := placement.PlannerStatus(f, p, plan)
+	r.mu.Lock()
+	r.last = &st
+	r.mu.Unlock()
 }
 
 func (s *Server) placementPolicy() placement.Policy {
@@ -130,6 +144,32 @@ func (s *Server) placementFacts() (placement.Facts, map[uint64]gossip.Node, erro
 		f.Members = append(f.Members, placement.Member{ID: id, Name: g.Name, Region: g.Region, Zone: g.Zone, Role: placement.Absent, Alive: true})
 	}
 	return f, gossiped, nil
+}
+
+// placementStatus is what /placement serves: the leader's last round, or
+// on another member (or before the leader's first round) the replicated
+// labels.
+func (s *Server) placementStatus() (placement.Status, error) {
+	s.placer.mu.Lock()
+	last := s.placer.last
+	s.placer.mu.Unlock()
+	if last != nil && s.node.IsLeader() {
+		return *last, nil
+	}
+	labels, err := s.kv.MemberLabels()
+	if err != nil {
+		return placement.Status{}, err
+	}
+	records, err := s.kv.Members()
+	if err != nil {
+		return placement.Status{}, err
+	}
+	regions, zones, names := map[uint64]string{}, map[uint64]string{}, map[uint64]string{}
+	for _, r := range records {
+		names[r.ID] = r.Name
+		regions[r.ID], zones[r.ID] = labels[r.ID].Region, labels[r.ID].Zone
+	}
+	return placement.LabelStatus(s.gossip != nil, regions, zones, names), nil
 }
 
 // markDown fills DownFor from when the member was first seen down.

@@ -2,16 +2,20 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/ballast-kv/ballast/cluster/placement"
 	"github.com/ballast-kv/ballast/test/internal/harness"
 )
 
@@ -274,7 +278,30 @@ func TestRegionsLeaderJoinAndPartition(t *testing.T) {
 		t.Fatalf("a few rounds later the non-voters are %v (%v): c2 was promoted with no voter wanted", others, err)
 	}
 
-	// Region c's voter dies: c2 replaces it.
+	// ballast status shows the labels, and that placement is content.
+	run := runStatusCmd(t, "--endpoints", a1.ClientURL)
+	tb := parseStatusTable(t, run.stdout)
+	if run.code != 0 || len(tb.rows) != 4 {
+		t.Fatalf("ballast status: exit %d\n%s%s", run.code, run.stdout, run.stderr)
+	}
+	t.Logf("ballast status:\n%s", run.stdout)
+	for _, row := range tb.rows {
+		r := rc.region[row["NAME"]]
+		if row["REGION"] != r || row["ZONE"] != r+"1" {
+			t.Errorf("ballast status: %s in region %q zone %q, want %q and %q\n%s", row["NAME"], row["REGION"], row["ZONE"], r, r+"1", run.stdout)
+		}
+		if want := map[string]string{"b1": "leader", "c2": "learner"}[row["NAME"]]; want != "" && row["ROLE"] != want {
+			t.Errorf("ballast status: %s is %s, want %s", row["NAME"], row["ROLE"], want)
+		}
+	}
+	if len(tb.placement) != 2 || !strings.Contains(tb.placement[0], "3 voters wanted, leader in region b") ||
+		!strings.Contains(tb.placement[0], "can lose 1 region") || tb.placement[1] != "placement: nothing to change" {
+		t.Errorf("ballast status placement lines %q\n%s", tb.placement, run.stdout)
+	}
+
+	// Region c's voter dies: c2 replaces it. Meanwhile the leader's
+	// /placement, which ballast status shows, tells what it plans.
+	seen := watchPlacement(t, b1)
 	c1.Kill()
 	replaced := waitUntil(t, time.Minute, "c2 a voter in c1's place", func(ctx context.Context) error {
 		voters, others, got, err := rc.roles(ctx, a1)
@@ -287,6 +314,11 @@ func TestRegionsLeaderJoinAndPartition(t *testing.T) {
 		return nil
 	})
 	t.Logf("c2 voted in c1's place %v after c1 was killed (stabilisation window 3s)", replaced)
+	plans := seen()
+	t.Logf("plans /placement showed: %q", plans)
+	if !slices.Contains(plans, "c1 down") || !slices.ContainsFunc(plans, func(p string) bool { return p == "promote c2" || p == "remove c1" }) {
+		t.Errorf("/placement never showed c1 down and its replacement planned: %q", plans)
+	}
 
 	// Region c cut off: local reads only.
 	harness.Partition([]*harness.Node{c2}, []*harness.Node{a1, b1})
@@ -318,6 +350,56 @@ func TestRegionsLeaderJoinAndPartition(t *testing.T) {
 		return nil
 	})
 	requireSameHashKV(t, []*harness.Node{a1, b1, c2})
+}
+
+// watchPlacement polls n's /placement every 20ms until the test calls the
+// function it returns, which gives what was seen, in order and without
+// repeats: "<name> down" for a member the leader saw down, and
+// "<kind> <name>" for every planned change.
+func watchPlacement(t *testing.T, n *harness.Node) func() []string {
+	stop := make(chan struct{})
+	done := make(chan []string)
+	go func() {
+		var seen []string
+		note := func(s string) {
+			if !slices.Contains(seen, s) {
+				seen = append(seen, s)
+			}
+		}
+		for {
+			select {
+			case <-stop:
+				done <- seen
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			resp, err := http.Get(n.ClientURL + "/placement")
+			if err != nil {
+				continue
+			}
+			var st placement.Status
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if err != nil || !st.Planner {
+				continue
+			}
+			for _, m := range st.Members {
+				if m.Alive != nil && !*m.Alive {
+					note(m.Name + " down")
+				}
+			}
+			for _, c := range st.Next {
+				note(c.Kind + " " + c.Name)
+			}
+		}
+	}()
+	var once sync.Once
+	var seen []string
+	t.Cleanup(func() { once.Do(func() { close(stop); seen = <-done }) })
+	return func() []string {
+		once.Do(func() { close(stop); seen = <-done })
+		return seen
+	}
 }
 
 func freeTCPAddr(t *testing.T) string {

@@ -45,21 +45,27 @@ func runStatusCmd(t *testing.T, args ...string) statusRun {
 }
 
 // statusTable is the table printed by `ballast status`: rows of cells by
-// column title, and the summary line.
+// column title, the summary line and the placement lines after it.
 type statusTable struct {
-	rows    []map[string]string
-	summary string
+	rows      []map[string]string
+	summary   string
+	placement []string
 }
 
 // parseStatusTable cuts rows at the offsets of the header's titles (the
-// columns are left-aligned; cells such as "1.2 MiB" hold blanks).
+// columns are left-aligned; cells such as "1.2 MiB" hold blanks). REGION
+// and ZONE are there only when a member has a label.
 func parseStatusTable(t *testing.T, out string) statusTable {
 	t.Helper()
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if len(lines) < 4 || lines[len(lines)-2] != "" {
+	blank := slices.Index(lines, "")
+	if blank < 2 || blank+1 >= len(lines) {
 		t.Fatalf("not a table, a blank line and a summary:\n%s", out)
 	}
 	titles := []string{"NAME", "ID", "ROLE", "CLIENT URL", "RAFT TERM", "RAFT INDEX", "APPLIED INDEX", "LAG", "DB SIZE", "ERRORS"}
+	if strings.Contains(lines[0], " REGION ") {
+		titles = slices.Insert(titles, 3, "REGION", "ZONE")
+	}
 	var at []int
 	for _, title := range titles {
 		i := strings.Index(lines[0], title)
@@ -69,7 +75,7 @@ func parseStatusTable(t *testing.T, out string) statusTable {
 		at = append(at, i)
 	}
 	var tb statusTable
-	for _, line := range lines[1 : len(lines)-2] {
+	for _, line := range lines[1:blank] {
 		row := map[string]string{}
 		for i, title := range titles {
 			end := len(line)
@@ -80,7 +86,8 @@ func parseStatusTable(t *testing.T, out string) statusTable {
 		}
 		tb.rows = append(tb.rows, row)
 	}
-	tb.summary = lines[len(lines)-1]
+	tb.summary = lines[blank+1]
+	tb.placement = lines[blank+2:]
 	return tb
 }
 

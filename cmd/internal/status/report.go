@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/ballast-kv/ballast/cluster/placement"
 	"github.com/ballast-kv/ballast/cmd/internal/cli"
 )
 
@@ -35,6 +36,9 @@ type Report struct {
 	// Term is the Raft term in which Leader leads.
 	Term    uint64
 	Members []Member
+	// Placement is what Ballast's /placement told (the leader's plan, or
+	// a member's labels); nil for etcd or when no member answered it.
+	Placement *placement.Status
 }
 
 // Member is one row: what the member list says about a member and what the
@@ -46,6 +50,9 @@ type Member struct {
 	Role       string // leader, voter or learner
 	ClientURLs []string
 	PeerURLs   []string
+	// Region and Zone are the member's labels ("" when unlabelled or
+	// unknown).
+	Region, Zone string
 	// Reachable reports whether the member answered Status.
 	Reachable    bool
 	RaftTerm     uint64
@@ -222,7 +229,14 @@ func hexID(id uint64) string { return strconv.FormatUint(id, 16) }
 func (r *Report) WriteTable(w io.Writer) error {
 	var t strings.Builder
 	tw := tabwriter.NewWriter(&t, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tID\tROLE\tCLIENT URL\tRAFT TERM\tRAFT INDEX\tAPPLIED INDEX\tLAG\tDB SIZE\tERRORS")
+	labelled := r.labelled()
+	labels := func(region, zone string) string {
+		if !labelled {
+			return ""
+		}
+		return region + "\t" + zone + "\t"
+	}
+	fmt.Fprintln(tw, "NAME\tID\tROLE\t"+labels("REGION", "ZONE")+"CLIENT URL\tRAFT TERM\tRAFT INDEX\tAPPLIED INDEX\tLAG\tDB SIZE\tERRORS")
 	for _, m := range r.Members {
 		name, url := cmp.Or(m.Name, "-"), "-"
 		if len(m.ClientURLs) > 0 {
@@ -238,8 +252,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if m.LagKnown {
 			lag = strconv.FormatUint(m.Lag, 10)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			name, hexID(m.ID), m.Role, url, term, index, applied, lag, size, strings.Join(m.Errors, "; "))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			name, hexID(m.ID), m.Role, labels(cmp.Or(m.Region, "-"), cmp.Or(m.Zone, "-")), url, term, index, applied, lag, size, strings.Join(m.Errors, "; "))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -251,6 +265,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		b.WriteByte('\n')
 	}
 	fmt.Fprintf(&b, "\n%s\n", r.Summary())
+	for _, line := range r.placementLines() {
+		fmt.Fprintln(&b, line)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -260,6 +277,8 @@ type jsonReport struct {
 	ClusterID string       `json:"cluster_id"`
 	Leader    *string      `json:"leader"` // null when there is none
 	Members   []jsonMember `json:"members"`
+	// Placement is Ballast's /placement answer, null for etcd.
+	Placement *placement.Status `json:"placement"`
 }
 
 type jsonMember struct {
@@ -268,6 +287,8 @@ type jsonMember struct {
 	Role         string   `json:"role"`
 	ClientURLs   []string `json:"client_urls"`
 	PeerURLs     []string `json:"peer_urls"`
+	Region       string   `json:"region"`
+	Zone         string   `json:"zone"`
 	RaftTerm     uint64   `json:"raft_term"`
 	RaftIndex    uint64   `json:"raft_index"`
 	AppliedIndex uint64   `json:"applied_index"`
@@ -284,7 +305,7 @@ type jsonMember struct {
 // etcdctl prints them in tables; JSON numbers could not hold them exactly
 // in many JSON readers.
 func (r *Report) WriteJSON(w io.Writer) error {
-	doc := jsonReport{ClusterID: hexID(r.ClusterID), Members: []jsonMember{}}
+	doc := jsonReport{ClusterID: hexID(r.ClusterID), Members: []jsonMember{}, Placement: r.Placement}
 	if r.Leader != 0 {
 		l := hexID(r.Leader)
 		doc.Leader = &l
@@ -292,7 +313,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	for _, m := range r.Members {
 		jm := jsonMember{
 			Name: m.Name, ID: hexID(m.ID), Role: m.Role,
-			ClientURLs: nonNil(m.ClientURLs), PeerURLs: nonNil(m.PeerURLs),
+			ClientURLs: nonNil(m.ClientURLs), PeerURLs: nonNil(m.PeerURLs), Region: m.Region, Zone: m.Zone,
 			Reachable: m.Reachable, RaftTerm: m.RaftTerm, RaftIndex: m.RaftIndex, AppliedIndex: m.AppliedIndex,
 			DBSize: m.DBSize, DBSizeInUse: m.DBSizeInUse, Errors: nonNil(m.Errors),
 		}

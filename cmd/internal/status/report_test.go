@@ -9,6 +9,8 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ballast-kv/ballast/cluster/placement"
 )
 
 // Member IDs of the fixtures, chosen so that ID order differs from name
@@ -312,6 +314,73 @@ n3    fd422379fda50e48  learner  http://n3:2379  -          -           -       
 	}
 }
 
+// With Ballast's placement state, the table gains region and zone columns
+// and the plan follows the summary; -w json carries both.
+func TestWritePlacement(t *testing.T) {
+	ml := list(member(id1, "n1", false), member(id2, "n2", false), member(id3, "n3", true))
+	r := build(ml, map[uint64]answer{id1: st(id1, id1, 4, 100), id2: st(id2, id1, 4, 100), id3: st(id3, id1, 4, 90)})
+	alive, dead := true, false
+	r.addPlacement(&placement.Status{
+		Enabled: true, Planner: true,
+		Policy: placement.StatusPolicy{Voters: 3, LeaderRegion: "a", StabilizationWindow: "30s"},
+		Members: []placement.StatusMember{
+			{ID: hexID(id1), Name: "n1", Region: "a", Zone: "a1", Role: "voter", Alive: &alive},
+			{ID: hexID(id2), Name: "n2", Region: "b", Zone: "b1", Role: "voter", Alive: &dead, DownFor: "40s"},
+			{ID: hexID(id3), Name: "n3", Region: "b", Zone: "b2", Role: "non-voter", Alive: &alive},
+		},
+		Next: []placement.StatusChange{
+			{Kind: "promote", ID: hexID(id3), Name: "n3", Reason: "replaces n2"},
+			{Kind: "remove", ID: hexID(id2), Name: "n2", Reason: "down for 40s"},
+		},
+		Tolerance: placement.StatusTolerance{Regions: 0, Zones: 0, Members: 0},
+	})
+	var b strings.Builder
+	if err := r.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := `NAME  ID                ROLE     REGION  ZONE  CLIENT URL      RAFT TERM  RAFT INDEX  APPLIED INDEX  LAG  DB SIZE  ERRORS
+n1    8e9e05c52164694d  leader   a       a1    http://n1:2379  4          101         100            0    1.0 MiB
+n2    1c3a2b            voter    b       b1    http://n2:2379  4          101         100            0    1.0 MiB
+n3    fd422379fda50e48  learner  b       b2    http://n3:2379  4          91          90             10   1.0 MiB
+
+3 members, leader n1 (term 4), max lag 10
+placement: 3 voters wanted, leader in region a, stabilisation window 30s; can lose 0 regions, 0 zones, 0 members and keep a quorum
+placement next: promote n3 (fd422379fda50e48): replaces n2
+placement then: remove n2 (1c3a2b): down for 40s
+`
+	if got := b.String(); got != want {
+		t.Errorf("table:\n%s\nwant:\n%s", got, want)
+	}
+
+	b.Reset()
+	if err := r.WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Members []struct {
+			Name, Region, Zone string
+		}
+		Placement *placement.Status
+	}
+	if err := json.Unmarshal([]byte(b.String()), &doc); err != nil {
+		t.Fatalf("%v in\n%s", err, b.String())
+	}
+	if doc.Placement == nil || len(doc.Placement.Next) != 2 || doc.Placement.Next[0].Kind != "promote" || doc.Members[2].Zone != "b2" {
+		t.Errorf("json:\n%s", b.String())
+	}
+
+	// Without gossip: no plan, no columns when nobody is labelled.
+	r = build(ml, map[uint64]answer{id1: st(id1, id1, 4, 100)})
+	r.addPlacement(&placement.Status{Enabled: false})
+	b.Reset()
+	if err := r.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "REGION") || strings.Contains(b.String(), "placement") {
+		t.Errorf("unlabelled cluster without gossip:\n%s", b.String())
+	}
+}
+
 func TestWriteJSON(t *testing.T) {
 	ml := list(member(id1, "n1", false), member(id2, "n2", false), member(id4, "", false))
 	var b strings.Builder
@@ -332,7 +401,7 @@ func TestWriteJSON(t *testing.T) {
 	if len(doc.Members) != 3 {
 		t.Fatalf("%d members in\n%s", len(doc.Members), b.String())
 	}
-	keys := []string{"name", "id", "role", "client_urls", "peer_urls", "raft_term", "raft_index", "applied_index",
+	keys := []string{"name", "id", "role", "client_urls", "peer_urls", "region", "zone", "raft_term", "raft_index", "applied_index",
 		"lag", "db_size", "db_size_in_use", "errors", "reachable"}
 	for _, m := range doc.Members {
 		for _, k := range keys {

@@ -147,7 +147,9 @@ func collect(ctx context.Context, c *config) (*Report, error) {
 		})
 	}
 	wg.Wait()
-	return build(ml, answers), nil
+	r := build(ml, answers)
+	r.addPlacement(askPlacement(ctx, c, r))
+	return r, nil
 }
 
 // memberList asks the endpoints in order for the member list and returns the
