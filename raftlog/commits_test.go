@@ -8,8 +8,9 @@ import (
 )
 
 // startTrio starts three voters on loopback whose Raft sends a commit index
-// on its own only every commitTimeout.
-func startTrio(t *testing.T, commitTimeout time.Duration) ([]*Node, []*memSM) {
+// on its own only every commitTimeout; configure, if given, adjusts each
+// member's Config before it opens.
+func startTrio(t *testing.T, commitTimeout time.Duration, configure ...func(*Config)) ([]*Node, []*memSM) {
 	t.Helper()
 	var boot []Server
 	addrs := make([]string, 3)
@@ -22,6 +23,9 @@ func startTrio(t *testing.T, commitTimeout time.Duration) ([]*Node, []*memSM) {
 	for i := range nodes {
 		cfg := testNodeConfig(t, t.TempDir(), addrs[i])
 		cfg.ID, cfg.Bootstrap, cfg.commitTimeout = boot[i].ID, boot, commitTimeout
+		for _, f := range configure {
+			f(&cfg)
+		}
 		sms[i] = &memSM{}
 		n, err := Open(cfg, sms[i])
 		if err != nil {

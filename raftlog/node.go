@@ -39,6 +39,10 @@ type Config struct {
 	// not the leader (see Node.ReadIndex); nil: followers refuse
 	// linearizable reads with ErrNotLeader.
 	RemoteReadIndex func(ctx context.Context) (uint64, error)
+	// PeerTerm asks the member at a peer address for its current Raft
+	// term: the leader's check of its leadership for a read index (see
+	// confirmQuorum). nil: Raft's VerifyLeader, which is weaker.
+	PeerTerm func(ctx context.Context, addr string) (uint64, error)
 	// RestoreOnStart restores the latest snapshot at start: for a state
 	// whose previous restore was interrupted.
 	RestoreOnStart bool
@@ -586,10 +590,73 @@ func (n *Node) confirmLeadership() (uint64, error) {
 		n.readyTerm.Store(term)
 	}
 	index := n.raft.CommitIndex()
-	if err := n.raft.VerifyLeader().Error(); err != nil {
-		return 0, ErrNoLeader
+	if err := n.confirmQuorum(term); err != nil {
+		return 0, err
 	}
 	return index, nil
+}
+
+// confirmQuorum shows that this leader of term still leads: a quorum of the
+// voters, itself included, says after the call began that its term is not
+// past term. A later leader needs the votes of a quorum, and a member's term
+// passes term when it votes in a later one, so no later leader was elected
+// before the call, and nothing was committed that this leader lacks.
+//
+// Raft's VerifyLeader is not enough: it counts the answer to a heartbeat
+// that was already in flight when it was called, sent before the read
+// arrived. A leader paused with such a heartbeat out (a stop, a long GC)
+// would on waking take the old answer for proof and serve a read that
+// misses writes a newer leader acknowledged meanwhile.
+func (n *Node) confirmQuorum(term uint64) error {
+	if n.cfg.PeerTerm == nil {
+		if err := n.raft.VerifyLeader().Error(); err != nil {
+			return ErrNoLeader
+		}
+		return nil
+	}
+	conf, _, err := n.Configuration()
+	if err != nil {
+		return ErrNoLeader
+	}
+	voters := 0
+	var others []string
+	for _, m := range conf {
+		if m.Voter {
+			voters++
+			if m.ID != n.cfg.ID {
+				others = append(others, m.Address)
+			}
+		}
+	}
+	need := voters/2 + 1 - 1 // this leader's own vote counts
+	if need > 0 {
+		// A leader that cannot hear from a quorum within an election
+		// timeout has most likely been replaced.
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ElectionTimeout)
+		defer cancel()
+		answers := make(chan bool, len(others))
+		for _, addr := range others {
+			go func() {
+				t, err := n.cfg.PeerTerm(ctx, addr)
+				answers <- err == nil && t <= term
+			}()
+		}
+		yes, no := 0, 0
+		for yes < need && len(others)-no >= need {
+			if <-answers {
+				yes++
+			} else {
+				no++
+			}
+		}
+		if yes < need {
+			return ErrNoLeader
+		}
+	}
+	if n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
+		return n.notLeader()
+	}
+	return nil
 }
 
 // Snapshot asks Raft for a snapshot now (tests and operators).

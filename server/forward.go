@@ -225,6 +225,16 @@ func (s *Server) remoteReadIndex(ctx context.Context) (uint64, error) {
 	return out.Value, nil
 }
 
+// askTerm asks the member at a peer address for its Raft term (raftlog's
+// hook for the leader's read-index check).
+func (s *Server) askTerm(ctx context.Context, addr string) (uint64, error) {
+	var out wrapperspb.UInt64Value
+	if err := s.callPeer(ctx, addr, "Term", &emptypb.Empty{}, &out); err != nil {
+		return 0, err
+	}
+	return out.Value, nil
+}
+
 // renew refreshes a lease on the leader, through it when this member
 // follows; an unknown lease is mvcc.ErrLeaseNotFound either way.
 func (s *Server) renew(ctx context.Context, id int64) (int64, error) {

@@ -42,6 +42,7 @@ var peerServiceDesc = grpc.ServiceDesc{
 	HandlerType: (*any)(nil),
 	Methods: []grpc.MethodDesc{
 		peerMethod("ReadIndex", func() *emptypb.Empty { return &emptypb.Empty{} }, (*Server).peerReadIndex),
+		peerMethod("Term", func() *emptypb.Empty { return &emptypb.Empty{} }, (*Server).peerTerm),
 		peerMethod("Status", func() *pb.StatusRequest { return &pb.StatusRequest{} }, (*Server).peerStatus),
 		peerMethod("MemberList", func() *pb.MemberListRequest { return &pb.MemberListRequest{} }, (*Server).peerMemberList),
 		peerMethod("LeaseKeepAlive", func() *pb.LeaseKeepAliveRequest { return &pb.LeaseKeepAliveRequest{} }, (*Server).peerLeaseKeepAlive),
@@ -73,6 +74,11 @@ func (s *Server) peerReadIndex(ctx context.Context, _ *emptypb.Empty) (*wrappers
 		return nil, toGRPC(err)
 	}
 	return wrapperspb.UInt64(index), nil
+}
+
+// peerTerm tells the leader checking its leadership this member's Raft term.
+func (s *Server) peerTerm(context.Context, *emptypb.Empty) (*wrapperspb.UInt64Value, error) {
+	return wrapperspb.UInt64(s.node.Term()), nil
 }
 
 func (s *Server) peerStatus(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {

@@ -190,6 +190,7 @@ func New(cfg Config) (*Server, error) {
 	rc.Stream = &raftStream{ln: s.peerRaft, advertise: advAddr, dialer: s.dialer, clusterID: func() uint64 { return s.clusterID }}
 	rc.Bootstrap = bootstrap
 	rc.RemoteReadIndex = s.remoteReadIndex
+	rc.PeerTerm = s.askTerm
 	rc.RestoreOnStart = s.kv.Restoring()
 	rc.HeartbeatInterval, rc.ElectionTimeout = cfg.HeartbeatInterval, cfg.ElectionTimeout
 	rc.SnapshotCount = cfg.SnapshotCount

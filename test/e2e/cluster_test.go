@@ -32,12 +32,12 @@ import (
 // clients hands out one client per node, made on first use and closed when
 // the test ends. A client keeps working across restarts of its node.
 type clients struct {
-	t  *testing.T
+	t  testing.TB
 	mu sync.Mutex
 	m  map[*harness.Node]*clientv3.Client
 }
 
-func newClients(t *testing.T) *clients {
+func newClients(t testing.TB) *clients {
 	return &clients{t: t, m: map[*harness.Node]*clientv3.Client{}}
 }
 
@@ -55,7 +55,7 @@ func (c *clients) of(n *harness.Node) *clientv3.Client {
 // waitUntil calls f every 100ms, each time with a 3s context, until it
 // returns nil, and returns how long that took; after timeout it fails the
 // test with f's last error.
-func waitUntil(t *testing.T, timeout time.Duration, what string, f func(ctx context.Context) error) time.Duration {
+func waitUntil(t testing.TB, timeout time.Duration, what string, f func(ctx context.Context) error) time.Duration {
 	t.Helper()
 	start := time.Now()
 	deadline := start.Add(timeout)
@@ -73,7 +73,7 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, f func(ctx cont
 	}
 }
 
-func testCtx(t *testing.T, d time.Duration) context.Context {
+func testCtx(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx

@@ -85,6 +85,16 @@ func DelayBetween(a, b []*Node, d time.Duration) {
 	}
 }
 
+// DelayInto delays every connection to n, from any source, by d in each
+// direction: the only delay an etcd member can be given, since its outgoing
+// connections all come from 127.0.0.1. etcd carries X's messages to Y on a
+// stream Y opened to X, and Y's messages to X on one X opened to Y, so with
+// DelayInto(X, x) and DelayInto(Y, y) a round trip between X and Y takes
+// x+y longer, whichever side starts it.
+func DelayInto(n *Node, d time.Duration) {
+	n.proxy().Delay("", d)
+}
+
 // proxy returns the node's proxy, failing the test if it has none.
 func (n *Node) proxy() *Proxy {
 	if n.Proxy == nil {
