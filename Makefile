@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 FUZZTIME ?= 20s
 
-.PHONY: build test test-kubernetes test-robustness test-robustness-ci test-unit test-e2e fuzz bench bench-compare bench-defrag lint verify etcd-ref clean
+.PHONY: build test test-kubernetes test-robustness test-robustness-ci test-unit test-e2e fuzz bench bench-compare bench-defrag bench-regions lint verify etcd-ref clean
 
 build:
 	$(GO) build -o bin/ballast ./cmd/ballast
@@ -70,6 +70,12 @@ bench-compare: etcd-ref build
 # Put latency while a 1 GiB store defragments, Ballast against etcd v3.7.
 bench-defrag: etcd-ref build
 	BALLAST_BIN=bin/ballast ETCD_BIN=bin/etcd $(GO) run ./test/bench -only defrag -rounds 1 -out docs/bench-defrag-latest.md
+
+# Latency over a simulated WAN of three regions, Ballast against etcd v3.7,
+# and Ballast's time to restore its voters after losing a region.
+bench-regions: etcd-ref build
+	BALLAST_BIN=bin/ballast ETCD_BIN=bin/etcd $(GO) test -run '^$$' -bench 'BenchmarkRegionsLatency' -benchtime 200x -timeout 30m ./test/e2e/
+	BALLAST_BIN=bin/ballast $(GO) test -run '^$$' -bench 'BenchmarkRegionsLossRestore' -benchtime 3x -timeout 30m ./test/e2e/
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

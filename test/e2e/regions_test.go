@@ -217,9 +217,10 @@ func TestRegionsPlaceVoters(t *testing.T) {
 // With --leader-region, over WAN latency: leadership goes to that region
 // and returns there after it is moved away; a member that joins by gossip
 // where no voter is wanted stays a non-voter, and becomes the voter that
-// replaces its region's voter when that one dies; and a region cut off
-// from the others serves serializable reads but refuses linearizable ones
-// rather than answer stale.
+// replaces its region's voter when that one dies; a region cut off from
+// the others serves serializable reads but refuses linearizable ones rather
+// than answer stale; and the dead voter, removed, is admitted again as a
+// non-voter when it comes back.
 func TestRegionsLeaderJoinAndPartition(t *testing.T) {
 	rc := newRegionCluster(t, "--voters", "3", "--leader-region", "b", "--stabilization-window", "3s")
 	a1, b1, c1 := rc.add("a1", "a"), rc.add("b1", "b"), rc.add("c1", "c")
@@ -350,7 +351,25 @@ func TestRegionsLeaderJoinAndPartition(t *testing.T) {
 		}
 		return nil
 	})
-	requireSameHashKV(t, []*harness.Node{a1, b1, c2})
+
+	// c1, removed while it was dead, comes back with its data: placement
+	// admits it again, as a non-voter since region c has its voter.
+	c1.Launch()
+	waitUntil(t, time.Minute, "c1 back as a non-voter, caught up", func(ctx context.Context) error {
+		voters, others, _, err := rc.roles(ctx, a1)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(others, []string{"c1"}) || !slices.Equal(voters["c"], []string{"c2"}) {
+			return fmt.Errorf("voters %v, non-voters %v", voters, others)
+		}
+		r, err := rc.cl.of(c1).Get(ctx, "k", clientv3.WithSerializable())
+		if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "after" {
+			return fmt.Errorf("serializable read on c1: %v, %v", r, err)
+		}
+		return nil
+	})
+	requireSameHashKV(t, []*harness.Node{a1, b1, c2, c1})
 }
 
 // watchPlacement polls n's /placement every 20ms until the test calls the

@@ -118,8 +118,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "Usage: ballast status [flags]\n\n")
 	fmt.Fprintf(w, "Shows every member of an etcd v3 API cluster (Ballast or etcd): role, Raft term and\n"+
-		"indexes, lag behind the leader, database size and errors. Exit status: 0 when every\n"+
-		"member answered and there is a leader, 1 otherwise, 2 on a usage error.\n\nFlags:\n")
+		"indexes, lag behind the leader, database size and errors; for a Ballast cluster with\n"+
+		"regions also each member's region and zone, and what placement will change next.\n"+
+		"Exit status: 0 when every member answered and there is a leader, 1 otherwise, 2 on a\n"+
+		"usage error.\n\nFlags:\n")
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
