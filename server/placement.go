@@ -64,17 +64,29 @@ func (s *Server) placeOnce() {
 		s.log.Warn("placement change failed", "change", c.String(), "err", err)
 	} else {
 		s.log.Info("placement change", "change", c.String())
-		s.placer.record(facts, policy, plan[1:]) // what is left to do
+		s.placer.done()
 	}
 	s.metrics.placementActions.WithLabelValues(c.Kind.String(), outcome).Inc()
 }
 
-// record keeps the round's facts and the changes still wanted for
-// /placement.
+// record keeps the round's facts and plan for /placement.
 func (r *reconciler) record(f placement.Facts, p placement.Policy, plan []placement.Change) {
 	st := placement.PlannerStatus(f, p, plan)
 	r.mu.Lock()
 	r.last = &st
+	r.mu.Unlock()
+}
+
+// done drops the first planned change, just made, from what /placement
+// says is still wanted.
+func (r *reconciler) done() {
+	r.mu.Lock()
+	if r.last != nil && len(r.last.Next) > 0 {
+		next := r.last.Next[1:]
+		last := *r.last
+		last.Next = next
+		r.last = &last
+	}
 	r.mu.Unlock()
 }
 

@@ -511,14 +511,7 @@ func (s *Server) autoCompactLoop() {
 		rev int64
 	}
 	var samples []sample
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stopCh:
-			return
-		case <-t.C:
-		}
+	s.every(interval, func() {
 		now, rev := time.Now(), s.kv.Rev()
 		var target int64
 		switch r := ret.(type) {
@@ -534,7 +527,7 @@ func (s *Server) autoCompactLoop() {
 			target = rev - r
 		}
 		if target <= s.kv.CompactRev() || target <= 0 || !s.node.IsLeader() {
-			continue
+			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err := s.propose(ctx, &pb.InternalRaftRequest{Compaction: &pb.CompactionRequest{Revision: target}})
@@ -544,5 +537,5 @@ func (s *Server) autoCompactLoop() {
 		} else {
 			s.log.Info("auto compacted", "revision", target)
 		}
-	}
+	})
 }

@@ -166,7 +166,7 @@ func metricValue(t *testing.T, text, name string) float64 {
 // as in etcd, so Prometheus can scrape a member whose client port needs a
 // client certificate; the client port keeps serving them too.
 func TestListenMetricsURLs(t *testing.T) {
-	addr := freeTCPAddr(t)
+	addr := harness.FreeAddr(t, "127.0.0.1")
 	n := harness.Start(t, harness.BallastBin(t), harness.Options{Args: []string{"--listen-metrics-urls", "http://" + addr}})
 	if _, err := n.Client(t).Put(testCtx(t, 30*time.Second), "k", "v"); err != nil {
 		t.Fatal(err)

@@ -55,14 +55,13 @@ func hubDelay(r string) time.Duration {
 // benchRegions, with the WAN's delays on their peer links.
 func startWANCluster(b *testing.B, name, bin string) []*harness.Node {
 	nodes := harness.StartCluster(b, bin, 3, harness.Options{Name: name, Proxied: true})
-	for i, n := range nodes {
-		if name == "etcd" {
-			harness.DelayInto(n, hubDelay(benchRegions[i]))
-			continue
-		}
-		for j, m := range nodes[i+1:] {
-			harness.DelayBetween([]*harness.Node{n}, []*harness.Node{m}, oneWay(benchRegions[i], benchRegions[i+1+j]))
-		}
+	region := func(n *harness.Node) string { return benchRegions[slices.Index(nodes, n)] }
+	if name != "etcd" {
+		delayWAN(nodes, region)
+		return nodes
+	}
+	for _, n := range nodes {
+		harness.DelayInto(n, hubDelay(region(n)))
 	}
 	return nodes
 }

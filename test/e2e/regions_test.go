@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -44,7 +43,7 @@ type regionCluster struct {
 }
 
 func newRegionCluster(t testing.TB, args ...string) *regionCluster {
-	return &regionCluster{t: t, bin: harness.BallastBin(t), args: args, seed: freeTCPAddr(t), region: map[string]string{}, cl: newClients(t)}
+	return &regionCluster{t: t, bin: harness.BallastBin(t), args: args, seed: harness.FreeAddr(t, "127.0.0.1"), region: map[string]string{}, cl: newClients(t)}
 }
 
 // add starts a member in region (zone region+"1") and waits until it is
@@ -69,8 +68,18 @@ func (rc *regionCluster) add(name, region string) *harness.Node {
 }
 
 func (rc *regionCluster) applyWAN() {
+	delayWAN(rc.nodes, func(n *harness.Node) string { return rc.region[n.Name] })
+}
+
+// delayWAN delays the peer links between members of different regions as
+// wanDelay says.
+func delayWAN(nodes []*harness.Node, region func(*harness.Node) string) {
+	in := map[string][]*harness.Node{}
+	for _, n := range nodes {
+		in[region(n)] = append(in[region(n)], n)
+	}
 	for pair, d := range wanDelay {
-		harness.DelayBetween(rc.in(pair[0]), rc.in(pair[1]), d)
+		harness.DelayBetween(in[pair[0]], in[pair[1]], d)
 	}
 }
 
@@ -275,7 +284,16 @@ func TestRegionsLeaderJoinAndPartition(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(3 * time.Second) // a few placement rounds
+	waitUntil(t, 30*time.Second, "the leader plans nothing with c2 caught up", func(ctx context.Context) error {
+		st, err := leaderPlacement(ctx, b1)
+		if err != nil {
+			return err
+		}
+		if i := slices.IndexFunc(st.Members, func(m placement.StatusMember) bool { return m.Name == "c2" }); i < 0 || len(st.Next) > 0 {
+			return fmt.Errorf("plan %+v for members %+v", st.Next, st.Members)
+		}
+		return nil
+	})
 	if _, others, _, err := rc.roles(testCtx(t, 10*time.Second), a1); err != nil || !slices.Equal(others, []string{"c2"}) {
 		t.Fatalf("a few rounds later the non-voters are %v (%v): c2 was promoted with no voter wanted", others, err)
 	}
@@ -372,6 +390,27 @@ func TestRegionsLeaderJoinAndPartition(t *testing.T) {
 	requireSameHashKV(t, []*harness.Node{a1, b1, c2, c1})
 }
 
+// leaderPlacement reads n's /placement, which must be the leader's plan.
+func leaderPlacement(ctx context.Context, n *harness.Node) (*placement.Status, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.ClientURL+"/placement", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var st placement.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, err
+	}
+	if !st.Planner {
+		return nil, fmt.Errorf("%s is not the planner", n.Name)
+	}
+	return &st, nil
+}
+
 // watchPlacement polls n's /placement every 20ms until the test calls the
 // function it returns, which gives what was seen, in order and without
 // repeats: "<name> down" for a member the leader saw down, and
@@ -393,14 +432,8 @@ func watchPlacement(t *testing.T, n *harness.Node) func() []string {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			resp, err := http.Get(n.ClientURL + "/placement")
+			st, err := leaderPlacement(context.Background(), n)
 			if err != nil {
-				continue
-			}
-			var st placement.Status
-			err = json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
-			if err != nil || !st.Planner {
 				continue
 			}
 			for _, m := range st.Members {
@@ -413,21 +446,10 @@ func watchPlacement(t *testing.T, n *harness.Node) func() []string {
 			}
 		}
 	}()
-	var once sync.Once
-	var seen []string
-	t.Cleanup(func() { once.Do(func() { close(stop); seen = <-done }) })
-	return func() []string {
-		once.Do(func() { close(stop); seen = <-done })
-		return seen
-	}
-}
-
-func freeTCPAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	stopped := sync.OnceValue(func() []string {
+		close(stop)
+		return <-done
+	})
+	t.Cleanup(func() { stopped() })
+	return stopped
 }

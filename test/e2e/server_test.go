@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/ballast-kv/ballast/test/internal/harness"
@@ -159,4 +162,29 @@ func TestNoFlags(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "default.ballast")); err != nil {
 		t.Errorf("data dir: %v", err)
 	}
+}
+
+// --auto-compaction-mode periodic compacts, on its own, the revisions older
+// than the retention.
+func TestAutoCompactionPeriodic(t *testing.T) {
+	n := harness.Start(t, harness.BallastBin(t), harness.Options{Name: "ac",
+		Args: []string{"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1s"}})
+	cli := n.Client(t)
+	var first int64
+	for i := range 5 {
+		resp, err := cli.Put(testCtx(t, 10*time.Second), "k", fmt.Sprint(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = resp.Header.Revision
+		}
+	}
+	waitUntil(t, 30*time.Second, "the first write's revision compacted", func(ctx context.Context) error {
+		_, err := cli.Get(ctx, "k", clientv3.WithRev(first))
+		if !errors.Is(err, rpctypes.ErrCompacted) {
+			return fmt.Errorf("get at revision %d: %v", first, err)
+		}
+		return nil
+	})
 }

@@ -2,7 +2,6 @@ package status
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -35,24 +34,16 @@ func askPlacement(ctx context.Context, c *config, r *Report) *placement.Status {
 	hc := &http.Client{Timeout: c.commandTimeout, Transport: &http.Transport{TLSClientConfig: c.tlsConfig}}
 	defer hc.CloseIdleConnections()
 	for _, u := range urls {
-		if st, err := getPlacement(ctx, hc, u, c.tlsConfig); err == nil {
+		if st, err := getPlacement(ctx, hc, u); err == nil {
 			return st
 		}
 	}
 	return nil
 }
 
-func getPlacement(ctx context.Context, hc *http.Client, clientURL string, tlsCfg *tls.Config) (*placement.Status, error) {
-	u := clientURL
-	if !strings.Contains(u, "://") {
-		u = "http://" + u
-		if tlsCfg != nil {
-			u = "https://" + clientURL
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, hc.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(u, "/")+"/placement", nil)
+func getPlacement(ctx context.Context, hc *http.Client, clientURL string) (*placement.Status, error) {
+	u := strings.TrimSuffix(clientURL, "/") + "/placement"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -58,7 +58,7 @@ func (n *Node) Join(initialCluster string) {
 // first use (on the node's IP).
 func (n *Node) GossipAddr() string {
 	if n.gossipAddr == "" {
-		n.gossipAddr = freeAddr(n.t, n.IP)
+		n.gossipAddr = FreeAddr(n.t, n.IP)
 	}
 	return n.gossipAddr
 }

@@ -166,8 +166,8 @@ func newNode(t testing.TB, bin, name string, index int, opts Options) *Node {
 		n.TLSFiles = opts.TLS.client(t)
 		n.TLSConfig = opts.TLS.CA.ClientConfig(t, n.TLSFiles.Cert, n.TLSFiles.Key)
 	}
-	n.ClientURL = scheme + freeAddr(t, n.IP)
-	n.ListenPeerURL = scheme + freeAddr(t, n.IP)
+	n.ClientURL = scheme + FreeAddr(t, n.IP)
+	n.ListenPeerURL = scheme + FreeAddr(t, n.IP)
 	n.PeerURL = n.ListenPeerURL
 	if opts.Proxied {
 		p, err := NewProxy(net.JoinHostPort(n.IP, "0"), strings.TrimPrefix(n.ListenPeerURL, scheme))
@@ -217,7 +217,7 @@ func (n *Node) identityFlags(more ...string) []string {
 	}, more...)
 }
 
-// freeAddr returns an address on ip with a port that was free a moment ago.
+// FreeAddr returns an address on ip with a port that was free a moment ago.
 // Another process can take it before the server binds it; the server then
 // exits and WaitReady reports its log.
 //
@@ -225,7 +225,7 @@ func (n *Node) identityFlags(more ...string) []string {
 // that range can be taken by any outgoing connection while its member is
 // down, and a dialer retrying a dead 127.0.0.1 port can even connect a
 // socket to itself on it.
-func freeAddr(t testing.TB, ip string) string {
+func FreeAddr(t testing.TB, ip string) string {
 	t.Helper()
 	for range 1000 {
 		port := 20000 + rand.IntN(12000)
