@@ -9,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ballast-kv/ballast/sqlbridge"
 )
 
 // Config is a member's configuration, filled by cmd/ballast from etcd-named
@@ -51,6 +54,11 @@ type Config struct {
 	Voters              int
 	LeaderRegion        string
 	StabilizationWindow time.Duration
+	// SQLMirror is a postgres:// URL the leader mirrors the revision log
+	// into, in kine's table layout (docs/sql.md); SQLMirrorDialect is
+	// postgres or yugabyte.
+	SQLMirror        string
+	SQLMirrorDialect string
 	// CorruptCheckTime is how often the leader compares every member's
 	// HashKV; 0 turns the check off.
 	CorruptCheckTime time.Duration
@@ -170,6 +178,14 @@ func (c *Config) Validate() error {
 	for _, u := range slices.Concat(c.ListenClientURLs, c.ListenPeerURLs, c.AdvertiseClientURLs, c.ListenMetricsURLs) {
 		if _, err := hostPort(u); err != nil {
 			return err
+		}
+	}
+	if _, err := sqlbridge.ParseDialect(c.SQLMirrorDialect); err != nil {
+		return fmt.Errorf("--sql-mirror-dialect: %w", err)
+	}
+	if c.SQLMirror != "" {
+		if _, err := pgx.ParseConfig(c.SQLMirror); err != nil {
+			return fmt.Errorf("--sql-mirror: %w", err)
 		}
 	}
 	if _, err := c.autoCompaction(); err != nil {

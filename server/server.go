@@ -350,7 +350,8 @@ func (s *Server) listen() error {
 
 // Run serves until ctx is cancelled or Close is called.
 func (s *Server) Run(ctx context.Context) error {
-	s.wg.Add(5)
+	s.wg.Add(6)
+	go s.sqlMirrorLoop()
 	go s.leaseLoop()
 	go s.autoCompactLoop()
 	go s.membershipLoop()

@@ -120,6 +120,8 @@ func parseFlags(args []string, errOut io.Writer) (server.Config, error) {
 	fs.IntVar(&cfg.Voters, "voters", 0, "number of voters placement keeps (odd; 0: 3, or 5 with five or more members over three or more regions)")
 	fs.StringVar(&cfg.LeaderRegion, "leader-region", "", "region placement moves leadership to when a healthy voter is there")
 	fs.DurationVar(&cfg.StabilizationWindow, "stabilization-window", cfg.StabilizationWindow, "how long a voter must be unreachable before placement replaces it")
+	fs.StringVar(&cfg.SQLMirror, "sql-mirror", "", "postgres://... URL the leader mirrors every revision into, in kine's table layout (docs/sql.md)")
+	fs.StringVar(&cfg.SQLMirrorDialect, "sql-mirror-dialect", "postgres", "SQL mirror dialect: postgres or yugabyte")
 	fs.DurationVar(&cfg.CorruptCheckTime, "corrupt-check-time", cfg.CorruptCheckTime, "duration of time between cluster corruption check passes; 0 disables")
 	fs.DurationVar(&cfg.CorruptCheckTime, "experimental-corrupt-check-time", cfg.CorruptCheckTime, "deprecated alias of --corrupt-check-time")
 	fs.StringVar(&cfg.AuthToken, "auth-token", cfg.AuthToken, "auth token type: simple, or jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...")

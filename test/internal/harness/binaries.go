@@ -72,6 +72,13 @@ func EtcdctlBin(t testing.TB) string {
 	return refBin(t, "ETCDCTL_BIN", "etcdctl")
 }
 
+// KineBin returns the reference kine binary: $KINE_BIN, or bin/kine in the
+// repository (`make kine-ref`). A missing binary fails the test.
+func KineBin(t testing.TB) string {
+	t.Helper()
+	return refBin(t, "KINE_BIN", "kine")
+}
+
 func refBin(t testing.TB, env, name string) string {
 	t.Helper()
 	path := os.Getenv(env)
@@ -81,8 +88,8 @@ func refBin(t testing.TB, env, name string) string {
 		path = FromRoot(t, path)
 	}
 	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("harness: reference %s binary not found at %s (%v): run `make etcd-ref` "+
-			"(or test/etcdref/build.sh) in the repository root, or set %s", name, path, err, env)
+		t.Fatalf("harness: reference %s binary not found at %s (%v): run `make etcd-ref kine-ref` "+
+			"in the repository root, or set %s", name, path, err, env)
 	}
 	return path
 }
