@@ -22,6 +22,7 @@ import (
 
 	"github.com/ballast-kv/ballast/cmd/internal/bench"
 	"github.com/ballast-kv/ballast/cmd/internal/cli"
+	"github.com/ballast-kv/ballast/cmd/internal/migrate"
 	"github.com/ballast-kv/ballast/cmd/internal/snapshot"
 	"github.com/ballast-kv/ballast/cmd/internal/status"
 	"github.com/ballast-kv/ballast/server"
@@ -33,6 +34,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "status" {
 		os.Exit(status.Main(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "migrate" {
+		os.Exit(migrate.Main(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "snapshot" {
 		os.Exit(snapshot.Main(os.Args[2:], os.Stdout, os.Stderr))

@@ -1,0 +1,216 @@
+// Package migrate is `ballast migrate`: moving data between kine tables and
+// Ballast (docs/sql.md).
+//
+//	ballast migrate from-kine --source postgres://... --output FILE [-w table|json]
+//	ballast migrate to-kine --target postgres://... [--endpoints ...] [--dialect ...] [-w table|json]
+package migrate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/ballast-kv/ballast/cmd/internal/cli"
+	"github.com/ballast-kv/ballast/cmd/internal/endpoints"
+	"github.com/ballast-kv/ballast/sqlbridge"
+)
+
+const usageText = `Usage:
+  ballast migrate from-kine --source postgres://... --output FILE [-w table|json]
+      Reads a kine table (in one consistent snapshot; kine may keep running)
+      and writes a Ballast snapshot file with its keys, values, revisions and
+      compaction. Make a new cluster of it with ballast snapshot restore.
+  ballast migrate to-kine --target postgres://... [--endpoints URLS] [--dialect postgres|yugabyte] [-w table|json]
+      Writes a Ballast cluster's keys at one revision into a kine table that
+      kine (k3s --datastore-endpoint) can take over. The table must be empty or
+      hold only an earlier run's export; re-running replaces it.
+`
+
+// Main runs `ballast migrate` with args being what follows "migrate".
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		return cli.UsageError(stderr, "migrate", errors.New("want a sub-command: from-kine or to-kine"))
+	}
+	switch args[0] {
+	case "from-kine":
+		return fromKine(args[1:], stdout, stderr)
+	case "to-kine":
+		return toKine(args[1:], stdout, stderr)
+	case "-h", "-help", "--help":
+		fmt.Fprint(stderr, usageText)
+		return 0
+	}
+	return cli.UsageError(stderr, "migrate", fmt.Errorf("unknown sub-command %q: want from-kine or to-kine", args[0]))
+}
+
+func parse(fs *flag.FlagSet, args []string, format *string, stderr io.Writer) int {
+	cli.FormatFlag(fs, format)
+	fs.SetOutput(io.Discard)
+	rest, err := cli.ParseInterspersed(fs, args)
+	if err == nil && len(rest) > 0 {
+		err = fmt.Errorf("unexpected arguments %q", rest)
+	}
+	if err == nil {
+		err = cli.CheckFormat(*format)
+	}
+	if err != nil {
+		return cli.UsageError(stderr, "migrate", cli.RewordFlagError(err))
+	}
+	return 0
+}
+
+func fail(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "ballast migrate: %v\n", err)
+	return 1
+}
+
+func fromKine(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("from-kine", flag.ContinueOnError)
+	source := fs.String("source", "", "postgres:// URL of the database holding kine's table")
+	output := fs.String("output", "", "snapshot file to write")
+	var format string
+	if code := parse(fs, args, &format, stderr); code != 0 {
+		return code
+	}
+	if *source == "" || *output == "" {
+		return cli.UsageError(stderr, "migrate", errors.New("from-kine needs --source and --output"))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	p := newProgress(stderr, "reading kine rows")
+	res, err := sqlbridge.FromKine(ctx, *source, *output, p.report)
+	p.done()
+	if err != nil {
+		return fail(stderr, err)
+	}
+	write(stdout, format, res, "REVISION\tCOMPACTED AT\tROWS\tKEYS\tLEASES\tSIZE\tFILE",
+		"%d\t%d\t%d\t%d\t%d\t%s\t%s\n", res.Revision, res.CompactRevision, res.Rows, res.Keys, res.Leases, cli.HumanBytes(res.Size), *output)
+	return 0
+}
+
+func toKine(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("to-kine", flag.ContinueOnError)
+	target := fs.String("target", "", "postgres:// URL of the database to write kine's table into")
+	eps := fs.String("endpoints", "127.0.0.1:2379", "comma-separated Ballast client URLs")
+	dialect := fs.String("dialect", "postgres", "postgres or yugabyte")
+	var tlsFlags endpoints.TLS
+	tlsFlags.Register(fs)
+	var format string
+	if code := parse(fs, args, &format, stderr); code != 0 {
+		return code
+	}
+	d, err := sqlbridge.ParseDialect(*dialect)
+	if err != nil {
+		return cli.UsageError(stderr, "migrate", err)
+	}
+	if *target == "" {
+		return cli.UsageError(stderr, "migrate", errors.New("to-kine needs --target"))
+	}
+	tlsCfg, err := tlsFlags.Config()
+	if err != nil {
+		return cli.UsageError(stderr, "migrate", err)
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints.Split(*eps), TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer c.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	kv := pb.NewKVClient(c.ActiveConnection())
+	rng := func(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return kv.Range(ctx, r)
+	}
+	ttls := map[int64]int64{}
+	ttl := func(lease int64) int64 {
+		if t, ok := ttls[lease]; ok {
+			return t
+		}
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		r, err := c.TimeToLive(ctx, clientv3.LeaseID(lease))
+		if err != nil || r.TTL < 0 {
+			ttls[lease] = 0
+		} else {
+			ttls[lease] = r.GrantedTTL
+		}
+		return ttls[lease]
+	}
+	p := newProgress(stderr, "writing keys")
+	res, err := sqlbridge.ToKine(ctx, rng, ttl, *target, d, p.report)
+	p.done()
+	if err != nil {
+		return fail(stderr, err)
+	}
+	write(stdout, format, res, "REVISION\tKEYS\tRENUMBERED\tLAST ID",
+		"%d\t%d\t%d\t%d\n", res.Revision, res.Keys, res.Renumbered, res.LastID)
+	return 0
+}
+
+// write prints v as one line of JSON, or as a table: header, then one row.
+func write(w io.Writer, format string, v any, header, rowFormat string, row ...any) {
+	if format == "json" {
+		b, _ := json.Marshal(v)
+		fmt.Fprintf(w, "%s\n", b)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	fmt.Fprintf(tw, rowFormat, row...)
+	tw.Flush()
+}
+
+// progress prints how far a migration is, at most once a second, on
+// stderr; one that ends within the first second prints nothing.
+type progress struct {
+	w           io.Writer
+	what        string
+	start, last time.Time
+	n, tot      int64
+	printed     bool
+}
+
+func newProgress(w io.Writer, what string) *progress {
+	now := time.Now()
+	return &progress{w: w, what: what, start: now, last: now}
+}
+
+func (p *progress) report(done, total int64) {
+	p.n, p.tot = done, total
+	if now := time.Now(); now.Sub(p.last) >= time.Second {
+		p.last = now
+		p.print(now)
+	}
+}
+
+func (p *progress) print(now time.Time) {
+	rate := float64(p.n) / max(now.Sub(p.start).Seconds(), 0.001)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d", p.what, p.n)
+	if p.tot > 0 {
+		fmt.Fprintf(&b, " of %d (%.0f%%)", p.tot, 100*float64(p.n)/float64(p.tot))
+	}
+	fmt.Fprintf(&b, ", %.0f/s\n", rate)
+	io.WriteString(p.w, b.String())
+	p.printed = true
+}
+
+func (p *progress) done() {
+	if p.printed {
+		p.print(time.Now())
+	}
+}
