@@ -232,6 +232,29 @@ func (t *commitTransport) notify(p *peerCommits) {
 	}
 }
 
+// SetHeartbeatHandler turns down hashicorp/raft's heartbeat fast path, so
+// that every AppendEntries, heartbeats included, is handled by Raft's main
+// goroutine.
+//
+// On the fast path NetworkTransport hands a heartbeat to Raft's
+// appendEntries on the connection's own goroutine, and a heartbeat of a newer
+// term sets currentTerm and the Follower state there, beside the main
+// goroutine. A leader whose main goroutine is waiting in its leader loop (it
+// looks at its state only between events) then takes a write from applyCh
+// and dispatchLogs stamps it with the NEW term, at an index where the new
+// leader has an entry of its own: same index, same term, different entry.
+// The new leader's AppendEntries takes its entry for one the old leader
+// already has, never replaces it, and once the index commits the old leader
+// applies its write, which no other member has, and numbers every later
+// revision one off (hashicorp/raft#695). A leader paused (SIGSTOP, a long GC
+// or I/O stall) while another was elected wakes up with exactly that: the new
+// leader's heartbeat and client writes queued together.
+//
+// The cost: a heartbeat waits behind what the main goroutine is doing (a
+// follower's log append), as etcd's do; the election timeout is far longer
+// than an append.
+func (t *commitTransport) SetHeartbeatHandler(func(raft.RPC)) {}
+
 // AppendEntries is Raft's synchronous replication.
 func (t *commitTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	t.sent(id, target, args)
