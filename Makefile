@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 FUZZTIME ?= 20s
 
-.PHONY: build test test-kubernetes test-robustness test-robustness-ci test-unit test-e2e fuzz bench bench-compare bench-defrag bench-regions lint verify etcd-ref clean
+.PHONY: kine-ref bench-sqlbridge build test test-kubernetes test-robustness test-robustness-ci test-unit test-e2e fuzz bench bench-compare bench-defrag bench-regions lint verify etcd-ref clean
 
 build:
 	$(GO) build -o bin/ballast ./cmd/ballast
@@ -13,13 +13,17 @@ build:
 etcd-ref:
 	test/etcdref/build.sh
 
+# The reference kine (test/kineref), for the SQL bridge's tests.
+kine-ref:
+	test/kineref/build.sh
+
 # Every test, race detector on: unit, end-to-end and the etcd compatibility suite;
 # then Kubernetes' own storage tests (a module of their own, test/kubernetes)
 # against a three-member Ballast cluster and a three-member etcd. Run in the
 # module's directory, go test prints the suite's pass/fail summary lines.
 # Last, the fixed-seed fault scenarios, alone: they inject timed faults, and
 # other packages' tests running beside them would only blur the timings.
-test: etcd-ref
+test: etcd-ref kine-ref
 	$(GO) test -race -timeout 20m -skip '^TestRobustness$$' $(PKGS)
 	$(MAKE) test-kubernetes
 	$(MAKE) test-robustness-ci
@@ -48,7 +52,7 @@ test-robustness:
 test-unit:
 	$(GO) test -race $$($(GO) list ./... | grep -v /test/)
 
-test-e2e: etcd-ref
+test-e2e: etcd-ref kine-ref
 	$(GO) test -race -timeout 20m ./test/...
 
 # Each fuzz target for FUZZTIME.
@@ -73,6 +77,10 @@ bench-defrag: etcd-ref build
 
 # Latency over a simulated WAN of three regions, Ballast against etcd v3.7,
 # and Ballast's time to restore its voters after losing a region.
+# The SQL mirror under ballast bench put with 100 clients (docs/benchmarks.md).
+bench-sqlbridge: build
+	BALLAST_BIN=bin/ballast $(GO) test -run '^$$' -bench 'BenchmarkMirror' -benchtime 1x -count 3 -timeout 30m ./test/sqlbridge/
+
 bench-regions: etcd-ref build
 	BALLAST_BIN=bin/ballast ETCD_BIN=bin/etcd $(GO) test -run '^$$' -bench 'BenchmarkRegionsLatency' -benchtime 200x -timeout 30m ./test/e2e/
 	BALLAST_BIN=bin/ballast $(GO) test -run '^$$' -bench 'BenchmarkRegionsLossRestore' -benchtime 3x -timeout 30m ./test/e2e/

@@ -278,7 +278,7 @@ func TestMirrorResyncsAfterCompaction(t *testing.T) {
 }
 
 // metric reads one unlabelled sample from a member's /metrics.
-func metric(t *testing.T, n *harness.Node, name string) string {
+func metric(t testing.TB, n *harness.Node, name string) string {
 	t.Helper()
 	resp, err := http.Get(n.ClientURL + "/metrics")
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 	"github.com/ballast-kv/ballast/test/internal/harness"
 )
 
-func runBallast(t *testing.T, args ...string) (stdout, stderr string, err error) {
+func runBallast(t testing.TB, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	cmd := exec.Command(harness.BallastBin(t), args...)
 	var o, e bytes.Buffer

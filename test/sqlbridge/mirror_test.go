@@ -29,7 +29,7 @@ type mirrored struct {
 	nodes []*harness.Node
 }
 
-func startMirrored(t *testing.T, size int, args ...string) *mirrored {
+func startMirrored(t testing.TB, size int, args ...string) *mirrored {
 	pg := pgtest.Start(t)
 	pg.CreateDB("mirror")
 	m := &mirrored{pg: pg, url: pg.URL("mirror")}
@@ -39,7 +39,7 @@ func startMirrored(t *testing.T, size int, args ...string) *mirrored {
 	return m
 }
 
-func (m *mirrored) client(t *testing.T) *clientv3.Client {
+func (m *mirrored) client(t testing.TB) *clientv3.Client {
 	var eps []string
 	for _, n := range m.nodes {
 		if n.Running() {
@@ -67,7 +67,7 @@ func mirrorState(ctx context.Context, url string) (lastRev, compactRev int64, wr
 }
 
 // waitMirrored waits until the mirror holds revision rev and compaction c.
-func (m *mirrored) waitMirrored(t *testing.T, rev, c int64) {
+func (m *mirrored) waitMirrored(t testing.TB, rev, c int64) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -325,7 +325,7 @@ func waitOps(t *testing.T, l *load, n int) {
 	}
 }
 
-func leader(t *testing.T, cli *clientv3.Client, nodes []*harness.Node) *harness.Node {
+func leader(t testing.TB, cli *clientv3.Client, nodes []*harness.Node) *harness.Node {
 	t.Helper()
 	for _, n := range nodes {
 		if !n.Running() {
