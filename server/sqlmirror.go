@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"sync"
 
+	"github.com/ballast-kv/ballast/mvcc"
 	"github.com/ballast-kv/ballast/sqlbridge"
 )
 
@@ -15,7 +17,7 @@ func (s *Server) sqlMirrorLoop() {
 	}
 	d, _ := sqlbridge.ParseDialect(s.cfg.SQLMirrorDialect) // checked by Validate
 	m, err := sqlbridge.New(sqlbridge.Config{
-		URL: s.cfg.SQLMirror, Dialect: d, Store: s.kv, ClusterID: s.clusterID, Member: s.cfg.Name,
+		URL: s.cfg.SQLMirror, Dialect: d, Store: mirrorSource{s.kv}, ClusterID: s.clusterID, Member: s.cfg.Name,
 		IsLeader: s.node.IsLeader, Log: s.log, Registerer: s.metrics.reg,
 	})
 	if err != nil {
@@ -25,4 +27,42 @@ func (s *Server) sqlMirrorLoop() {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-s.stopCh; cancel() }()
 	m.Run(ctx)
+}
+
+// mirrorSource gives the mirror the store's revision log.
+type mirrorSource struct{ *mvcc.Store }
+
+func (m mirrorSource) LeaseTTL(id int64) int64 {
+	r, err := m.LeaseTimeToLive(id, false)
+	if err != nil || r.TTL < 0 {
+		return 0
+	}
+	return r.GrantedTTL
+}
+
+// Follow is a watcher of every key from revision from.
+func (m mirrorSource) Follow(from int64) (<-chan sqlbridge.Changes, func(), error) {
+	ws := m.NewWatchStream()
+	if _, _, err := ws.Watch(0, []byte{}, []byte{}, from, mvcc.WatchOptions{}); err != nil {
+		ws.Close()
+		return nil, nil, err
+	}
+	out := make(chan sqlbridge.Changes)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case r := <-ws.Chan():
+				select {
+				case out <- sqlbridge.Changes{Events: r.Events, Compacted: r.CompactRevision != 0}:
+				case <-done:
+					return
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return out, func() { once.Do(func() { close(done); ws.Close() }) }, nil
 }

@@ -4,17 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-
-	"github.com/ballast-kv/ballast/mvcc"
-	"github.com/ballast-kv/ballast/store"
 )
 
 // Progress is told how many of total items a migration has done.
@@ -27,7 +20,7 @@ type FromKineResult struct {
 	Rows            int64 `json:"rows"`
 	Keys            int64 `json:"keys"`
 	Leases          int64 `json:"leases"`
-	Size            int64 `json:"size"`
+	Size            int64 `json:"size"` // of the snapshot file the command writes
 }
 
 // kineLeaseID is the Ballast lease that keys written in kine with a lease
@@ -35,14 +28,20 @@ type FromKineResult struct {
 // same on every run.
 func kineLeaseID(ttl int64) int64 { return 0x6b696e65<<32 | ttl }
 
-// FromKine reads the kine table at url in one consistent snapshot and
-// writes a Ballast snapshot file (`ballast snapshot restore` makes a new
-// cluster of it) to output. Every row is replayed at its id as revision:
-// keys, values, create and mod revisions are kine's; versions count the
-// rows kine still holds since each key's creation; rows below kine's
-// compaction are the ones it kept, and the compaction revision carries
-// over.
-func FromKine(ctx context.Context, url, output string, progress Progress) (FromKineResult, error) {
+// Importer takes another store's history at its revisions (mvcc's).
+type Importer interface {
+	Put(rev int64, key, value []byte, create, lease int64) error
+	Delete(rev int64, key []byte) error
+	GrantLease(id, ttl int64)
+	Finish(rev, compactRev int64) error
+}
+
+// FromKine reads the kine table at url in one consistent snapshot into im.
+// Every row is replayed at its id as revision: keys, values, create and mod
+// revisions are kine's; versions count the rows kine still holds since each
+// key's creation; rows below kine's compaction are the ones it kept, and
+// the compaction revision carries over.
+func FromKine(ctx context.Context, url string, im Importer, progress Progress) (FromKineResult, error) {
 	var res FromKineResult
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
@@ -58,26 +57,6 @@ func FromKine(ctx context.Context, url, output string, progress Progress) (FromK
 	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(id), 0), COALESCE((SELECT MAX(prev_revision) FROM kine WHERE name = 'compact_rev_key'), 0), count(*) FROM kine`).
 		Scan(&res.Revision, &res.CompactRevision, &total); err != nil {
 		return res, fmt.Errorf("read kine table: %w", err)
-	}
-
-	tmp, err := os.MkdirTemp(filepath.Dir(output), ".ballast-import-")
-	if err != nil {
-		return res, err
-	}
-	defer os.RemoveAll(tmp)
-	db, err := store.Open(store.Config{Dir: tmp})
-	if err != nil {
-		return res, err
-	}
-	defer db.Close()
-	s, err := mvcc.Open(db, mvcc.Config{})
-	if err != nil {
-		return res, err
-	}
-	defer s.Close()
-	im, err := s.NewImporter()
-	if err != nil {
-		return res, err
 	}
 	rows, err := tx.Query(ctx, `SELECT id, name, created, deleted, COALESCE(create_revision, 0), COALESCE(lease, 0), value FROM kine ORDER BY id`)
 	if err != nil {
@@ -142,36 +121,7 @@ func FromKine(ctx context.Context, url, output string, progress Progress) (FromK
 		return res, err
 	}
 	res.Leases = int64(len(leases))
-	resp, err := s.Range(&pbRangeAll)
-	if err != nil {
-		return res, err
-	}
-	res.Keys = resp.Count
-	res.Size, err = writeFileAtomic(output, s.WriteBackup)
-	return res, err
-}
-
-var pbRangeAll = pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, CountOnly: true}
-
-// writeFileAtomic writes path through a temporary file, synced and renamed
-// into place, so a re-run or a crash never leaves half a file.
-func writeFileAtomic(path string, write func(io.Writer) (int64, error)) (int64, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), ".ballast-snapshot-")
-	if err != nil {
-		return 0, err
-	}
-	defer os.Remove(f.Name())
-	n, err := write(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return n, err
-	}
-	return n, os.Rename(f.Name(), path)
+	return res, nil
 }
 
 // ToKineResult describes an export.

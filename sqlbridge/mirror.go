@@ -10,10 +10,28 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-
-	"github.com/ballast-kv/ballast/mvcc"
 )
+
+// Store is what the mirror reads: the member's applied state.
+type Store interface {
+	Rev() int64
+	CompactRev() int64
+	Range(*pb.RangeRequest) (*pb.RangeResponse, error)
+	// LeaseTTL is lease id's granted TTL, 0 if it is gone.
+	LeaseTTL(id int64) int64
+	// Follow streams every change from revision from on, in revision
+	// order, until stop; a response with Compacted set ends it.
+	Follow(from int64) (ch <-chan Changes, stop func(), err error)
+}
+
+// Changes are events of one or more revisions, or word that compaction
+// removed revisions the follower had not seen.
+type Changes struct {
+	Events    []*mvccpb.Event
+	Compacted bool
+}
 
 // Config configures a Mirror.
 type Config struct {
@@ -22,7 +40,7 @@ type Config struct {
 	// PGCompatible leaves out the YugabyteDB-only clauses of the Yugabyte
 	// dialect, for running it against PostgreSQL in tests.
 	PGCompatible bool
-	Store        *mvcc.Store
+	Store        Store
 	ClusterID    uint64
 	Member       string      // this member's name, recorded as the writer
 	IsLeader     func() bool // only the leader mirrors
@@ -220,11 +238,11 @@ func (m *Mirror) follow(ctx context.Context, conn *pgx.Conn, st *state) error {
 	if st.lastRev+1 < s.CompactRev() {
 		return errResync
 	}
-	ws := s.NewWatchStream()
-	defer ws.Close()
-	if _, _, err := ws.Watch(0, []byte{}, []byte{}, st.lastRev+1, mvcc.WatchOptions{}); err != nil {
+	ch, stop, err := s.Follow(st.lastRev + 1)
+	if err != nil {
 		return err
 	}
+	defer stop()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	w := &batchWriter{m: m, conn: conn, st: st}
@@ -232,8 +250,8 @@ func (m *Mirror) follow(ctx context.Context, conn *pgx.Conn, st *state) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case resp := <-ws.Chan():
-			if resp.CompactRevision != 0 {
+		case resp := <-ch:
+			if resp.Compacted {
 				return errResync
 			}
 			w.add(resp.Events)
@@ -241,8 +259,8 @@ func (m *Mirror) follow(ctx context.Context, conn *pgx.Conn, st *state) error {
 		drain:
 			for w.rows < m.cfg.BatchRows {
 				select {
-				case resp := <-ws.Chan():
-					if resp.CompactRevision != 0 {
+				case resp := <-ch:
+					if resp.Compacted {
 						if err := w.flush(ctx); err != nil {
 							return err
 						}
@@ -310,10 +328,7 @@ func (w *batchWriter) ttl(id int64) int32 {
 	if w.ttls == nil || len(w.ttls) > 10000 {
 		w.ttls = map[int64]int32{}
 	}
-	var t int32
-	if r, err := w.m.cfg.Store.LeaseTimeToLive(id, false); err == nil && r.TTL >= 0 {
-		t = clampTTL(r.GrantedTTL)
-	}
+	t := clampTTL(w.m.cfg.Store.LeaseTTL(id))
 	w.ttls[id] = t
 	return t
 }

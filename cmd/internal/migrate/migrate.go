@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -24,7 +25,9 @@ import (
 
 	"github.com/ballast-kv/ballast/cmd/internal/cli"
 	"github.com/ballast-kv/ballast/cmd/internal/endpoints"
+	"github.com/ballast-kv/ballast/mvcc"
 	"github.com/ballast-kv/ballast/sqlbridge"
+	"github.com/ballast-kv/ballast/store"
 )
 
 const usageText = `Usage:
@@ -89,15 +92,65 @@ func fromKine(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	p := newProgress(stderr, "reading kine rows")
-	res, err := sqlbridge.FromKine(ctx, *source, *output, p.report)
-	p.done()
+	res, err := fromKineFile(ctx, *source, *output, newProgress(stderr, "reading kine rows"))
 	if err != nil {
 		return fail(stderr, err)
 	}
 	write(stdout, format, res, "REVISION\tCOMPACTED AT\tROWS\tKEYS\tLEASES\tSIZE\tFILE",
 		"%d\t%d\t%d\t%d\t%d\t%s\t%s\n", res.Revision, res.CompactRevision, res.Rows, res.Keys, res.Leases, cli.HumanBytes(res.Size), *output)
 	return 0
+}
+
+// fromKineFile imports the kine table into a temporary store and writes
+// its snapshot to output, through a temporary file renamed into place, so a
+// re-run or a crash never leaves half a file.
+func fromKineFile(ctx context.Context, source, output string, p *progress) (sqlbridge.FromKineResult, error) {
+	var res sqlbridge.FromKineResult
+	tmp, err := os.MkdirTemp(filepath.Dir(output), ".ballast-import-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(tmp)
+	db, err := store.Open(store.Config{Dir: tmp})
+	if err != nil {
+		return res, err
+	}
+	defer db.Close()
+	s, err := mvcc.Open(db, mvcc.Config{})
+	if err != nil {
+		return res, err
+	}
+	defer s.Close()
+	im, err := s.NewImporter()
+	if err != nil {
+		return res, err
+	}
+	res, err = sqlbridge.FromKine(ctx, source, im, p.report)
+	p.done()
+	if err != nil {
+		return res, err
+	}
+	all, err := s.Range(&pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, CountOnly: true})
+	if err != nil {
+		return res, err
+	}
+	res.Keys = all.Count
+	f, err := os.CreateTemp(filepath.Dir(output), ".ballast-snapshot-")
+	if err != nil {
+		return res, err
+	}
+	defer os.Remove(f.Name())
+	res.Size, err = s.WriteBackup(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return res, err
+	}
+	return res, os.Rename(f.Name(), output)
 }
 
 func toKine(args []string, stdout, stderr io.Writer) int {
