@@ -13,19 +13,27 @@ import (
 func startTrio(t *testing.T, commitTimeout time.Duration, configure ...func(*Config)) ([]*Node, []*memSM) {
 	t.Helper()
 	var boot []Server
-	addrs := make([]string, 3)
-	for i := range addrs {
-		addrs[i] = freeAddr(t)
-		boot = append(boot, Server{ID: fmt.Sprint(i + 1), Address: addrs[i]})
+	for i := range 3 {
+		boot = append(boot, Server{ID: fmt.Sprint(i + 1), Address: freeAddr(t)})
 	}
+	return openTrio(t, boot, func(_ int, cfg *Config) {
+		cfg.commitTimeout = commitTimeout
+		for _, f := range configure {
+			f(cfg)
+		}
+	})
+}
+
+// openTrio opens the three voters of boot, each one's Config adjusted by
+// configure (given the member's index) before it opens.
+func openTrio(t *testing.T, boot []Server, configure func(i int, cfg *Config)) ([]*Node, []*memSM) {
+	t.Helper()
 	nodes := make([]*Node, 3)
 	sms := make([]*memSM, 3)
 	for i := range nodes {
-		cfg := testNodeConfig(t, t.TempDir(), addrs[i])
-		cfg.ID, cfg.Bootstrap, cfg.commitTimeout = boot[i].ID, boot, commitTimeout
-		for _, f := range configure {
-			f(&cfg)
-		}
+		cfg := testNodeConfig(t, t.TempDir(), boot[i].Address)
+		cfg.ID, cfg.Bootstrap = boot[i].ID, boot
+		configure(i, &cfg)
 		sms[i] = &memSM{}
 		n, err := Open(cfg, sms[i])
 		if err != nil {

@@ -47,12 +47,9 @@ func TestStaleLeaderWakingToANewerHeartbeatDoesNotForkTheLog(t *testing.T) {
 		lns[i] = ln
 		boot = append(boot, Server{ID: fmt.Sprint(i + 1), Address: ln.Addr().String()})
 	}
-	nodes := make([]*Node, 3)
-	sms := make([]*memSM, 3)
-	for i := range nodes {
+	nodes, sms := openTrio(t, boot, func(i int, cfg *Config) {
 		addr := boot[i].Address
-		cfg := testNodeConfig(t, t.TempDir(), addr)
-		cfg.ID, cfg.Bootstrap, cfg.Advertise = boot[i].ID, boot, addr
+		cfg.Advertise = addr
 		cfg.Stream = &stallStream{Listener: lns[i], g: g, self: addr}
 		cfg.HeartbeatInterval = 50 * time.Millisecond
 		if i == 0 {
@@ -64,14 +61,7 @@ func TestStaleLeaderWakingToANewerHeartbeatDoesNotForkTheLog(t *testing.T) {
 		} else {
 			cfg.ElectionTimeout = time.Second
 		}
-		sms[i] = &memSM{}
-		n, err := Open(cfg, sms[i])
-		if err != nil {
-			t.Fatalf("Open %d: %v", i, err)
-		}
-		t.Cleanup(func() { n.Close() })
-		nodes[i] = n
-	}
+	})
 	a := nodes[0]
 	aAddr := boot[0].Address
 	// Runs before the nodes close (cleanups run last-in first-out): a

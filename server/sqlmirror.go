@@ -16,14 +16,10 @@ func (s *Server) sqlMirrorLoop() {
 		return
 	}
 	d, _ := sqlbridge.ParseDialect(s.cfg.SQLMirrorDialect) // checked by Validate
-	m, err := sqlbridge.New(sqlbridge.Config{
+	m := sqlbridge.New(sqlbridge.Config{
 		URL: s.cfg.SQLMirror, Dialect: d, Store: mirrorSource{s.kv}, ClusterID: s.clusterID, Member: s.cfg.Name,
 		IsLeader: s.node.IsLeader, Log: s.log, Registerer: s.metrics.reg,
 	})
-	if err != nil {
-		s.log.Error("SQL mirror not started", "err", err)
-		return
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-s.stopCh; cancel() }()
 	m.Run(ctx)

@@ -198,7 +198,10 @@ func ToKine(ctx context.Context, rng RangeFunc, ttl func(lease int64) int64, url
 		return err
 	}
 	row := func(id int64, kv *mvccpb.KeyValue) []any {
-		r := kineRow{id: id, name: KeyName(kv.Key), lease: clampTTL(ttlOf(ttl, kv.Lease)), value: nonNil(kv.Value)}
+		r := kineRow{id: id, name: KeyName(kv.Key), value: nonNil(kv.Value)}
+		if kv.Lease != 0 {
+			r.lease = clampTTL(ttl(kv.Lease))
+		}
 		if kv.CreateRevision == kv.ModRevision && id == kv.ModRevision {
 			r.created = 1
 		} else {
@@ -255,11 +258,4 @@ func ToKine(ctx context.Context, rng RangeFunc, ttl func(lease int64) int64, url
 		progress(res.Keys, res.Keys)
 	}
 	return res, tx.Commit(ctx)
-}
-
-func ttlOf(ttl func(int64) int64, lease int64) int64 {
-	if lease == 0 || ttl == nil {
-		return 0
-	}
-	return ttl(lease)
 }

@@ -58,18 +58,16 @@ type Mirror struct {
 	log *slog.Logger
 }
 
-// New checks cfg and registers the mirror's metrics.
-func New(cfg Config) (*Mirror, error) {
-	if _, err := pgx.ParseConfig(cfg.URL); err != nil {
-		return nil, fmt.Errorf("--sql-mirror: %w", err)
-	}
+// New registers the mirror's metrics. cfg.URL is parsed at each
+// connection; the server's config validation has checked it.
+func New(cfg Config) *Mirror {
 	if cfg.BatchRows <= 0 {
 		cfg.BatchRows = 2000
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Mirror{cfg: cfg, m: newMetrics(cfg.Registerer), log: cfg.Log.With("component", "sqlbridge")}, nil
+	return &Mirror{cfg: cfg, m: newMetrics(cfg.Registerer), log: cfg.Log.With("component", "sqlbridge")}
 }
 
 var (
@@ -245,7 +243,7 @@ func (m *Mirror) follow(ctx context.Context, conn *pgx.Conn, st *state) error {
 	defer stop()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	w := &batchWriter{m: m, conn: conn, st: st}
+	w := &batchWriter{m: m, conn: conn, st: st, ttls: leaseTTLs{src: s}}
 	for {
 		select {
 		case <-ctx.Done():
@@ -301,12 +299,12 @@ type batchWriter struct {
 	st   *state
 	revs []revision
 	rows int
-	ttls map[int64]int32
+	ttls leaseTTLs
 }
 
 func (w *batchWriter) add(evs []*mvccpb.Event) {
 	for _, ev := range evs {
-		c := change{key: ev.Kv.Key, delete: ev.Type == mvccpb.DELETE, value: ev.Kv.Value, lease: ev.Kv.Lease}
+		c := change{name: KeyName(ev.Kv.Key), delete: ev.Type == mvccpb.DELETE, value: ev.Kv.Value, lease: ev.Kv.Lease}
 		if n := len(w.revs); n > 0 && w.revs[n-1].rev == ev.Kv.ModRevision {
 			w.revs[n-1].changes = append(w.revs[n-1].changes, c)
 		} else {
@@ -316,20 +314,25 @@ func (w *batchWriter) add(evs []*mvccpb.Event) {
 	}
 }
 
-// ttl is the granted TTL of lease id: kine's lease column holds a TTL, not
-// an ID. A lease already gone is written as 0.
-func (w *batchWriter) ttl(id int64) int32 {
+// leaseTTLs caches granted lease TTLs: kine's lease column holds a TTL,
+// not an ID. A lease already gone is written as 0.
+type leaseTTLs struct {
+	src Store
+	m   map[int64]int32
+}
+
+func (l *leaseTTLs) get(id int64) int32 {
 	if id == 0 {
 		return 0
 	}
-	if t, ok := w.ttls[id]; ok {
+	if t, ok := l.m[id]; ok {
 		return t
 	}
-	if w.ttls == nil || len(w.ttls) > 10000 {
-		w.ttls = map[int64]int32{}
+	if l.m == nil || len(l.m) > 10000 {
+		l.m = map[int64]int32{}
 	}
-	t := clampTTL(w.m.cfg.Store.LeaseTTL(id))
-	w.ttls[id] = t
+	t := clampTTL(l.src.LeaseTTL(id))
+	l.m[id] = t
 	return t
 }
 
@@ -351,9 +354,9 @@ func (w *batchWriter) flush(ctx context.Context) error {
 	seen := map[string]bool{}
 	for _, r := range w.revs {
 		for _, c := range r.changes {
-			if n := KeyName(c.key); !seen[n] {
-				seen[n] = true
-				names = append(names, n)
+			if !seen[c.name] {
+				seen[c.name] = true
+				names = append(names, c.name)
 			}
 		}
 	}
@@ -373,9 +376,8 @@ func (w *batchWriter) flush(ctx context.Context) error {
 		}
 		for _, c := range r.changes {
 			id++
-			name := KeyName(c.key)
-			row := rowFor(id, name, c, latest[name], w.ttl(c.lease))
-			latest[name] = row.latest()
+			row := rowFor(id, c, latest[c.name], w.ttls.get(c.lease))
+			latest[c.name] = row.latest()
 			rows = append(rows, row.values())
 		}
 	}

@@ -94,7 +94,7 @@ func (m *Mirror) resync(ctx context.Context, conn *pgx.Conn, st *state) error {
 		return err
 	}
 
-	w := &batchWriter{m: m}
+	ttls := leaseTTLs{src: s}
 	first := st.lastID + 1
 	id := st.lastID
 	var batch pgx.Batch
@@ -115,7 +115,7 @@ func (m *Mirror) resync(ctx context.Context, conn *pgx.Conn, st *state) error {
 	rev, err := scanState(ctx, func(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) { return s.Range(r) }, 0,
 		func(kv *mvccpb.KeyValue) error {
 			name := KeyName(kv.Key)
-			ttl := w.ttl(kv.Lease)
+			ttl := ttls.get(kv.Lease)
 			k := table[name]
 			if k != nil {
 				k.present = true
@@ -128,7 +128,7 @@ func (m *Mirror) resync(ctx context.Context, conn *pgx.Conn, st *state) error {
 				p = &k.latestRow
 			}
 			id++
-			insert(rowFor(id, name, change{key: kv.Key, value: kv.Value, lease: kv.Lease}, p, ttl))
+			insert(rowFor(id, change{name: name, value: kv.Value, lease: kv.Lease}, p, ttl))
 			if batch.Len() >= 500 {
 				return send()
 			}
@@ -140,7 +140,7 @@ func (m *Mirror) resync(ctx context.Context, conn *pgx.Conn, st *state) error {
 	for name, k := range table {
 		if !k.present && !k.deleted {
 			id++
-			insert(rowFor(id, name, change{delete: true}, &k.latestRow, 0))
+			insert(rowFor(id, change{name: name, delete: true}, &k.latestRow, 0))
 		}
 	}
 	if err := send(); err != nil {

@@ -9,7 +9,7 @@ import (
 
 // change is one key's change within a revision.
 type change struct {
-	key    []byte
+	name   string // KeyName of the key
 	delete bool
 	value  []byte
 	lease  int64 // Ballast lease ID, 0 for none
@@ -53,8 +53,8 @@ func (r *kineRow) values() []any {
 // id; a deletion carries neither value nor lease nor create revision; every
 // row but a first create points at the row it supersedes and copies its
 // value as old_value.
-func rowFor(id int64, name string, c change, p *latestRow, ttl int32) kineRow {
-	r := kineRow{id: id, name: name}
+func rowFor(id int64, c change, p *latestRow, ttl int32) kineRow {
+	r := kineRow{id: id, name: c.name}
 	if p != nil {
 		r.prevRevision, r.oldValue = p.id, p.value
 	}

@@ -28,20 +28,14 @@ func ParseDialect(s string) (Dialect, error) {
 	return "", fmt.Errorf("unknown SQL dialect %q: want postgres or yugabyte", s)
 }
 
+// kineColumnsDDL are kine's columns after id, in both dialects.
+const kineColumnsDDL = `name text COLLATE "C", created INTEGER, deleted INTEGER, create_revision BIGINT,
+	prev_revision BIGINT, lease INTEGER, value bytea, old_value bytea`
+
 // kineTable is kine's own PostgreSQL DDL (pkg/drivers/pgsql), so kine
 // pointed at the database finds what it would have created.
 var kineTable = []string{
-	`CREATE TABLE IF NOT EXISTS kine (
-		id BIGSERIAL PRIMARY KEY,
-		name text COLLATE "C",
-		created INTEGER,
-		deleted INTEGER,
-		create_revision BIGINT,
-		prev_revision BIGINT,
-		lease INTEGER,
-		value bytea,
-		old_value bytea
-	)`,
+	`CREATE TABLE IF NOT EXISTS kine (id BIGSERIAL PRIMARY KEY, ` + kineColumnsDDL + `)`,
 	`CREATE INDEX IF NOT EXISTS kine_name_index ON kine (name)`,
 	`CREATE INDEX IF NOT EXISTS kine_name_id_index ON kine (name,id)`,
 	`CREATE INDEX IF NOT EXISTS kine_id_deleted_index ON kine (id,deleted)`,
@@ -56,18 +50,7 @@ var kineTable = []string{
 // indexes for kine's name ranges, and a covering list index so kine's
 // MAX(id) GROUP BY name join never goes back to the table.
 var yugabyteKineTable = []string{
-	`CREATE TABLE IF NOT EXISTS kine (
-		id BIGSERIAL,
-		name text COLLATE "C",
-		created INTEGER,
-		deleted INTEGER,
-		create_revision BIGINT,
-		prev_revision BIGINT,
-		lease INTEGER,
-		value bytea,
-		old_value bytea,
-		PRIMARY KEY (id ASC)
-	)`,
+	`CREATE TABLE IF NOT EXISTS kine (id BIGSERIAL, ` + kineColumnsDDL + `, PRIMARY KEY (id ASC))`,
 	`CREATE INDEX IF NOT EXISTS kine_name_index ON kine (name ASC)`,
 	`CREATE INDEX IF NOT EXISTS kine_name_id_index ON kine (name ASC, id ASC)`,
 	`CREATE INDEX IF NOT EXISTS kine_id_deleted_index ON kine (id ASC, deleted)`,

@@ -99,9 +99,6 @@ func Start(t testing.TB) *Server {
 
 func (s *Server) dataDir() string { return filepath.Join(s.dir, "data") }
 
-// Port is the server's TCP port on 127.0.0.1.
-func (s *Server) Port() int { return s.port }
-
 // URL is a connection URL for database db (created with CreateDB).
 func (s *Server) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.port, db)
@@ -116,14 +113,9 @@ func (s *Server) CreateDB(name string) {
 // Exec runs SQL statements in database db and fails the test on error.
 func (s *Server) Exec(db string, sql string, args ...any) {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, s.URL(db))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+	conn := s.connect(db)
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
 		s.t.Fatalf("%s: %v", sql, err)
 	}
 }
@@ -131,13 +123,19 @@ func (s *Server) Exec(db string, sql string, args ...any) {
 // Connect opens a connection to database db, closed when the test ends.
 func (s *Server) Connect(db string) *pgx.Conn {
 	s.t.Helper()
+	conn := s.connect(db)
+	s.t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func (s *Server) connect(db string) *pgx.Conn {
+	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, s.URL(db))
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	s.t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
 }
 

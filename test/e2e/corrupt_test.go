@@ -118,7 +118,7 @@ func TestCorruptMemberRaisesAlarm(t *testing.T) {
 		// Three more clean checks by the leader, and no alarm.
 		leader, _ := clusterLeader(t, cl, live)
 		okChecks := func() float64 {
-			return metricValue(t, scrape(t, leader), `ballast_server_corruption_checks_total\{outcome="ok"\}`)
+			return harness.MetricValue(t, harness.Scrape(t, leader), `ballast_server_corruption_checks_total\{outcome="ok"\}`)
 		}
 		start := okChecks()
 		waitUntil(t, time.Minute, "three clean corruption checks", func(ctx context.Context) error {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +69,7 @@ func TestMetricsServeTheDashboard(t *testing.T) {
 	failedSends := regexp.MustCompile(fmt.Sprintf(`etcd_network_peer_sent_failures_total\{To="%s"\} [1-9]`, hex(ids[down])))
 	var text string
 	waitUntil(t, 30*time.Second, "every metric the dashboard and alerts query, and failed sends to "+down.Name, func(context.Context) error {
-		text = scrape(t, leader)
+		text = harness.Scrape(t, leader)
 		var missing []string
 		for _, name := range names {
 			if !regexp.MustCompile(`(?m)^` + name + `[{ ]`).MatchString(text) {
@@ -85,13 +84,13 @@ func TestMetricsServeTheDashboard(t *testing.T) {
 		}
 		return nil
 	})
-	if v := metricValue(t, text, "etcd_server_has_leader"); v != 1 {
+	if v := harness.MetricValue(t, text, "etcd_server_has_leader"); v != 1 {
 		t.Errorf("etcd_server_has_leader = %v on the leader", v)
 	}
-	if v := metricValue(t, text, "etcd_server_is_leader"); v != 1 {
+	if v := harness.MetricValue(t, text, "etcd_server_is_leader"); v != 1 {
 		t.Errorf("etcd_server_is_leader = %v on the leader", v)
 	}
-	if v := metricValue(t, text, "etcd_mvcc_put_total"); v != puts {
+	if v := harness.MetricValue(t, text, "etcd_mvcc_put_total"); v != puts {
 		t.Errorf("etcd_mvcc_put_total = %v after %d puts through this member", v, puts)
 	}
 	if want := fmt.Sprintf(`etcd_server_id{server_id="%x"} 1`, ids[leader]); !strings.Contains(text, want) {
@@ -127,12 +126,6 @@ func dashboardMetrics(t *testing.T) []string {
 	return names
 }
 
-func scrape(t *testing.T, n *harness.Node) string {
-	t.Helper()
-	_, body := httpGet(t, n.ClientURL+"/metrics")
-	return body
-}
-
 // httpGet returns the status and body of a GET.
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()
@@ -146,20 +139,6 @@ func httpGet(t *testing.T, url string) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(b)
-}
-
-// metricValue is the value of an unlabelled series.
-func metricValue(t *testing.T, text, name string) float64 {
-	t.Helper()
-	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(text)
-	if m == nil {
-		t.Fatalf("/metrics has no series %s", name)
-	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
 }
 
 // --listen-metrics-urls serves /metrics and /health on a port of its own,
@@ -176,13 +155,13 @@ func TestListenMetricsURLs(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("GET /metrics on the metrics URL: %d", code)
 	}
-	if puts := metricValue(t, body, "etcd_mvcc_put_total"); puts < 1 {
+	if puts := harness.MetricValue(t, body, "etcd_mvcc_put_total"); puts < 1 {
 		t.Fatalf("etcd_mvcc_put_total on the metrics URL = %v after a put", puts)
 	}
 	if code, body := get("/health"); code != http.StatusOK || !strings.Contains(body, `"health":"true"`) {
 		t.Fatalf("GET /health on the metrics URL: %d %s", code, body)
 	}
-	if !strings.Contains(scrape(t, n), "etcd_mvcc_put_total") {
+	if !strings.Contains(harness.Scrape(t, n), "etcd_mvcc_put_total") {
 		t.Fatal("the client port stopped serving /metrics")
 	}
 }

@@ -177,7 +177,7 @@ func TestRegionsPlaceVoters(t *testing.T) {
 	t.Logf("voters by region: %v", spread)
 	waitUntil(t, 30*time.Second, "the leader reports it can lose one region", func(ctx context.Context) error {
 		for _, n := range rc.nodes {
-			if strings.Contains(scrape(t, n), `ballast_placement_failure_tolerance{domain="region"} 1`) {
+			if strings.Contains(harness.Scrape(t, n), `ballast_placement_failure_tolerance{domain="region"} 1`) {
 				return nil
 			}
 		}

@@ -110,7 +110,7 @@ func TestConfigFileAndSIGTERM(t *testing.T) {
 			t.Errorf("GET %s = %d %q, want 200 %q", path, resp.StatusCode, body, want)
 		}
 	}
-	body := scrape(t, n)
+	body := harness.Scrape(t, n)
 	for _, m := range []string{"etcd_server_has_leader 1", "etcd_mvcc_db_total_size_in_bytes", "etcd_disk_wal_fsync_duration_seconds_bucket"} {
 		if !strings.Contains(body, m) {
 			t.Errorf("/metrics lacks %q", m)

@@ -72,7 +72,7 @@ func BenchmarkMirror(b *testing.B) {
 					return
 				case <-time.After(100 * time.Millisecond):
 				}
-				if v, err := strconv.ParseFloat(metric(b, lead, "ballast_sqlbridge_lag_revisions"), 64); err == nil {
+				if v, err := harness.ReadMetric(lead, "ballast_sqlbridge_lag_revisions"); err == nil {
 					maxLag = max(maxLag, v)
 				}
 			}

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,8 +185,10 @@ func TestKineServesTheMirror(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer kcli.Close()
-	wch := kcli.Watch(wctx, "/registry/watched")
-	time.Sleep(500 * time.Millisecond) // kine's watch starts polling from its current revision
+	wch := kcli.Watch(wctx, "/registry/watched", clientv3.WithCreatedNotify())
+	if created := <-wch; !created.Created {
+		t.Fatalf("kine's watch: %+v before it was created", created)
+	}
 	if _, err := cli.Put(ctx, "/registry/watched", "seen"); err != nil {
 		t.Fatal(err)
 	}
@@ -256,8 +256,8 @@ func TestMirrorResyncsAfterCompaction(t *testing.T) {
 	if !strings.Contains(m.nodes[0].Log(), "SQL mirror resynchronised from a snapshot") {
 		t.Fatal("the resync was not logged")
 	}
-	if v := metric(t, m.nodes[0], "ballast_sqlbridge_resyncs_total"); v != "1" {
-		t.Fatalf("ballast_sqlbridge_resyncs_total = %s, want 1", v)
+	if v := harness.MetricValue(t, harness.Scrape(t, m.nodes[0]), "ballast_sqlbridge_resyncs_total"); v != 1 {
+		t.Fatalf("ballast_sqlbridge_resyncs_total = %v, want 1", v)
 	}
 	conn := m.pg.Connect("mirror")
 	resynced := resp.Header.Revision
@@ -272,25 +272,7 @@ func TestMirrorResyncsAfterCompaction(t *testing.T) {
 	resp, _ = cli.Get(ctx, "/")
 	m.waitMirrored(t, resp.Header.Revision, 0)
 	checkCurrent(t, cli, conn, resynced)
-	if v := metric(t, m.nodes[0], "ballast_sqlbridge_lag_revisions"); v != "0" {
-		t.Fatalf("ballast_sqlbridge_lag_revisions = %s once caught up", v)
+	if v := harness.MetricValue(t, harness.Scrape(t, m.nodes[0]), "ballast_sqlbridge_lag_revisions"); v != 0 {
+		t.Fatalf("ballast_sqlbridge_lag_revisions = %v once caught up", v)
 	}
-}
-
-// metric reads one unlabelled sample from a member's /metrics.
-func metric(t testing.TB, n *harness.Node, name string) string {
-	t.Helper()
-	resp, err := http.Get(n.ClientURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			return v
-		}
-	}
-	t.Fatalf("no %s in /metrics", name)
-	return ""
 }

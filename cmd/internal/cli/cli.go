@@ -1,5 +1,5 @@
-// Package cli holds what Ballast's commands print alike: sizes and flag
-// errors.
+// Package cli holds what Ballast's commands print alike: sizes, flag
+// errors, one-row tables or JSON, and progress.
 package cli
 
 import (

@@ -7,7 +7,6 @@ package migrate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -96,7 +94,7 @@ func fromKine(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
-	write(stdout, format, res, "REVISION\tCOMPACTED AT\tROWS\tKEYS\tLEASES\tSIZE\tFILE",
+	cli.WriteRow(stdout, format, res, "REVISION\tCOMPACTED AT\tROWS\tKEYS\tLEASES\tSIZE\tFILE",
 		"%d\t%d\t%d\t%d\t%d\t%s\t%s\n", res.Revision, res.CompactRevision, res.Rows, res.Keys, res.Leases, cli.HumanBytes(res.Size), *output)
 	return 0
 }
@@ -104,7 +102,7 @@ func fromKine(args []string, stdout, stderr io.Writer) int {
 // fromKineFile imports the kine table into a temporary store and writes
 // its snapshot to output, through a temporary file renamed into place, so a
 // re-run or a crash never leaves half a file.
-func fromKineFile(ctx context.Context, source, output string, p *progress) (sqlbridge.FromKineResult, error) {
+func fromKineFile(ctx context.Context, source, output string, p *cli.Progress) (sqlbridge.FromKineResult, error) {
 	var res sqlbridge.FromKineResult
 	tmp, err := os.MkdirTemp(filepath.Dir(output), ".ballast-import-")
 	if err != nil {
@@ -125,8 +123,8 @@ func fromKineFile(ctx context.Context, source, output string, p *progress) (sqlb
 	if err != nil {
 		return res, err
 	}
-	res, err = sqlbridge.FromKine(ctx, source, im, p.report)
-	p.done()
+	res, err = sqlbridge.FromKine(ctx, source, im, p.Report)
+	p.Done()
 	if err != nil {
 		return res, err
 	}
@@ -204,66 +202,25 @@ func toKine(args []string, stdout, stderr io.Writer) int {
 		return ttls[lease]
 	}
 	p := newProgress(stderr, "writing keys")
-	res, err := sqlbridge.ToKine(ctx, rng, ttl, *target, d, p.report)
-	p.done()
+	res, err := sqlbridge.ToKine(ctx, rng, ttl, *target, d, p.Report)
+	p.Done()
 	if err != nil {
 		return fail(stderr, err)
 	}
-	write(stdout, format, res, "REVISION\tKEYS\tRENUMBERED\tLAST ID",
+	cli.WriteRow(stdout, format, res, "REVISION\tKEYS\tRENUMBERED\tLAST ID",
 		"%d\t%d\t%d\t%d\n", res.Revision, res.Keys, res.Renumbered, res.LastID)
 	return 0
 }
 
-// write prints v as one line of JSON, or as a table: header, then one row.
-func write(w io.Writer, format string, v any, header, rowFormat string, row ...any) {
-	if format == "json" {
-		b, _ := json.Marshal(v)
-		fmt.Fprintf(w, "%s\n", b)
-		return
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, header)
-	fmt.Fprintf(tw, rowFormat, row...)
-	tw.Flush()
-}
-
-// progress prints how far a migration is, at most once a second, on
-// stderr; one that ends within the first second prints nothing.
-type progress struct {
-	w           io.Writer
-	what        string
-	start, last time.Time
-	n, tot      int64
-	printed     bool
-}
-
-func newProgress(w io.Writer, what string) *progress {
-	now := time.Now()
-	return &progress{w: w, what: what, start: now, last: now}
-}
-
-func (p *progress) report(done, total int64) {
-	p.n, p.tot = done, total
-	if now := time.Now(); now.Sub(p.last) >= time.Second {
-		p.last = now
-		p.print(now)
-	}
-}
-
-func (p *progress) print(now time.Time) {
-	rate := float64(p.n) / max(now.Sub(p.start).Seconds(), 0.001)
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d", p.what, p.n)
-	if p.tot > 0 {
-		fmt.Fprintf(&b, " of %d (%.0f%%)", p.tot, 100*float64(p.n)/float64(p.tot))
-	}
-	fmt.Fprintf(&b, ", %.0f/s\n", rate)
-	io.WriteString(p.w, b.String())
-	p.printed = true
-}
-
-func (p *progress) done() {
-	if p.printed {
-		p.print(time.Now())
-	}
+// newProgress reports how many items of a migration are done, on stderr.
+func newProgress(w io.Writer, what string) *cli.Progress {
+	return cli.NewProgress(w, func(done, total int64, perSec float64) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s: %d", what, done)
+		if total > 0 {
+			fmt.Fprintf(&b, " of %d (%.0f%%)", total, 100*float64(done)/float64(total))
+		}
+		fmt.Fprintf(&b, ", %.0f/s\n", perSec)
+		return b.String()
+	})
 }

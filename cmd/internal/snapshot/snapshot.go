@@ -6,7 +6,6 @@
 package snapshot
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,8 +13,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/ballast-kv/ballast/cmd/internal/cli"
 	"github.com/ballast-kv/ballast/mvcc"
@@ -115,22 +112,9 @@ func status(args []string, stdout, stderr io.Writer) int {
 	}
 	st := Status{Hash: info.Checksum, Revision: info.Revision, TotalKey: info.Keys, TotalSize: size,
 		Version: server.ClusterVersion, CompactRevision: info.CompactRevision, Leases: info.Leases}
-	write(stdout, format, st, "HASH\tREVISION\tTOTAL KEYS\tTOTAL SIZE\tVERSION\tCOMPACTED AT\tLEASES",
+	cli.WriteRow(stdout, format, st, "HASH\tREVISION\tTOTAL KEYS\tTOTAL SIZE\tVERSION\tCOMPACTED AT\tLEASES",
 		"%08x\t%d\t%d\t%s\t%s\t%s\t%d\n", st.Hash, st.Revision, st.TotalKey, cli.HumanBytes(st.TotalSize), st.Version, compacted(st.CompactRevision), st.Leases)
 	return 0
-}
-
-// write prints v as one line of JSON, or as a table: header, then one row.
-func write(w io.Writer, format string, v any, header, rowFormat string, row ...any) {
-	if format == "json" {
-		b, _ := json.Marshal(v)
-		fmt.Fprintf(w, "%s\n", b)
-		return
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, header)
-	fmt.Fprintf(tw, rowFormat, row...)
-	tw.Flush()
 }
 
 func compacted(rev int64) string {
@@ -159,7 +143,7 @@ func restore(args []string, stdout, stderr io.Writer) int {
 	defer f.Close()
 	p := newProgress(f, size, stderr)
 	res, err := server.RestoreBackup(cfg, p, size, !*skipHash)
-	p.done()
+	p.p.Done()
 	if err != nil {
 		return fail(stderr, fmt.Errorf("restore %s: %w", path, err))
 	}
@@ -171,46 +155,28 @@ func restore(args []string, stdout, stderr io.Writer) int {
 		Leases    int64  `json:"leases"`
 		DataDir   string `json:"dataDir"`
 	}{strconv.FormatUint(res.MemberID, 16), strconv.FormatUint(res.ClusterID, 16), res.Info.Revision, res.Info.Keys, res.Info.Leases, res.DataDir}
-	write(stdout, format, out, "MEMBER ID\tCLUSTER ID\tREVISION\tTOTAL KEYS\tLEASES\tDATA DIR",
+	cli.WriteRow(stdout, format, out, "MEMBER ID\tCLUSTER ID\tREVISION\tTOTAL KEYS\tLEASES\tDATA DIR",
 		"%s\t%s\t%d\t%d\t%d\t%s\n", out.MemberID, out.ClusterID, out.Revision, out.TotalKey, out.Leases, out.DataDir)
 	return 0
 }
 
-// progress reports how much of a long read is done, once a second, on
-// stderr; a restore that ends within the first second prints nothing.
-type progress struct {
+// progressReader reports how much of a long read is done, on stderr.
+type progressReader struct {
 	r           io.Reader
-	total, read int64
-	w           io.Writer
-	start, last time.Time
-	printed     bool
+	read, total int64
+	p           *cli.Progress
 }
 
-func newProgress(r io.Reader, total int64, w io.Writer) *progress {
-	now := time.Now()
-	return &progress{r: r, total: total, w: w, start: now, last: now}
+func newProgress(r io.Reader, total int64, w io.Writer) *progressReader {
+	return &progressReader{r: r, total: total, p: cli.NewProgress(w, func(done, total int64, perSec float64) string {
+		return fmt.Sprintf("restoring: %s of %s (%.0f%%), %s/s\n", cli.HumanBytes(done), cli.HumanBytes(total),
+			100*float64(done)/float64(max(total, 1)), cli.HumanBytes(int64(perSec)))
+	})}
 }
 
-func (p *progress) Read(b []byte) (int, error) {
+func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	p.read += int64(n)
-	if now := time.Now(); now.Sub(p.last) >= time.Second {
-		p.last = now
-		p.print(now)
-	}
+	p.p.Report(p.read, p.total)
 	return n, err
-}
-
-func (p *progress) print(now time.Time) {
-	secs := now.Sub(p.start).Seconds()
-	fmt.Fprintf(p.w, "restoring: %s of %s (%.0f%%), %s/s\n", cli.HumanBytes(p.read), cli.HumanBytes(p.total),
-		100*float64(p.read)/float64(max(p.total, 1)), cli.HumanBytes(int64(float64(p.read)/max(secs, 0.001))))
-	p.printed = true
-}
-
-// done prints the final line if any progress was shown.
-func (p *progress) done() {
-	if p.printed {
-		p.print(time.Now())
-	}
 }
