@@ -403,7 +403,8 @@ func (w *batchWriter) flush(ctx context.Context) error {
 }
 
 // advanceState moves the state row from st to (rev, id, compact), only if
-// it still holds st: the fence against a second writer.
+// it still holds st: the fence against a second writer. New rows get the
+// batch's time.
 func advanceState(ctx context.Context, tx pgx.Tx, st *state, rev, id, compact int64, member string) error {
 	tag, err := tx.Exec(ctx, `UPDATE ballast_sqlbridge_state SET last_revision = $1, last_id = $2, compact_revision = $3,
 		writer = $4, updated_at = now() WHERE id = 1 AND last_revision = $5 AND last_id = $6`,
@@ -414,7 +415,10 @@ func advanceState(ctx context.Context, tx pgx.Tx, st *state, rev, id, compact in
 	if tag.RowsAffected() != 1 {
 		return errFenced
 	}
-	return nil
+	if id != st.lastID {
+		_, err = tx.Exec(ctx, `INSERT INTO ballast_sqlbridge_batches (last_id, last_revision) VALUES ($1, $2)`, id, rev)
+	}
+	return err
 }
 
 // idOf is the last row id of revision rev (at most the last mirrored).
@@ -474,6 +478,13 @@ func compactTo(ctx context.Context, tx pgx.Tx, rev int64) error {
 	if _, err := tx.Exec(ctx, kineCompact, target); err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, `UPDATE kine SET prev_revision = $1 WHERE name = 'compact_rev_key'`, target)
+	if _, err = tx.Exec(ctx, `UPDATE kine SET prev_revision = $1 WHERE name = 'compact_rev_key'`, target); err != nil {
+		return err
+	}
+	// Forget the times of batches whose rows compaction removed: the next
+	// batch's time then covers an empty range.
+	_, err = tx.Exec(ctx, `DELETE FROM ballast_sqlbridge_batches b WHERE b.last_id < $1 AND NOT EXISTS (
+		SELECT 1 FROM kine k WHERE k.name <> 'compact_rev_key' AND k.id <= b.last_id AND k.id > COALESCE(
+			(SELECT max(p.last_id) FROM ballast_sqlbridge_batches p WHERE p.last_id < b.last_id), 0))`, target)
 	return err
 }

@@ -90,6 +90,15 @@ var bridgeTables = []string{
 		resync BOOLEAN NOT NULL DEFAULT false
 	)`,
 	`CREATE INDEX IF NOT EXISTS ballast_sqlbridge_blocks_first_id ON ballast_sqlbridge_blocks (first_id)`,
+	// When each transaction of the mirror committed, by its last row id:
+	// kine's table has no time, and people ask what changed in the last
+	// hour. A row was mirrored at the time of the first batch at or after
+	// its id (within the mirror's lag of when Ballast applied it).
+	`CREATE TABLE IF NOT EXISTS ballast_sqlbridge_batches (
+		last_id BIGINT PRIMARY KEY,
+		last_revision BIGINT NOT NULL,
+		mirrored_at TIMESTAMPTZ NOT NULL DEFAULT now()
+	)`,
 	// NameKey in SQL: the exact key bytes of a kine name.
 	`CREATE OR REPLACE FUNCTION ballast_key(name text) RETURNS bytea LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 	DECLARE
@@ -123,7 +132,8 @@ var bridgeTables = []string{
 		SELECT kv.id, ballast_revision(kv.id) AS revision, kv.name, ballast_key(kv.name) AS key,
 			CASE WHEN kv.deleted <> 0 THEN 'DELETE' WHEN kv.created <> 0 THEN 'CREATE' ELSE 'UPDATE' END AS op,
 			CASE WHEN kv.created <> 0 THEN kv.id ELSE NULLIF(kv.create_revision, 0) END AS create_id,
-			kv.prev_revision AS prev_id, kv.lease AS lease_ttl, kv.value, kv.old_value
+			kv.prev_revision AS prev_id, kv.lease AS lease_ttl, kv.value, kv.old_value,
+			(SELECT b.mirrored_at FROM ballast_sqlbridge_batches b WHERE b.last_id >= kv.id ORDER BY b.last_id LIMIT 1) AS mirrored_at
 		FROM kine kv
 		WHERE kv.name <> 'compact_rev_key' AND kv.name NOT LIKE 'gap-%'`,
 	// The current state: each live key's newest row.

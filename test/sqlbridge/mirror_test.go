@@ -424,6 +424,7 @@ func TestMirrorUnderLoadAndFaults(t *testing.T) {
 			t.Fatalf("ballast_history row %d: revision %v, want %d", i, revs[min(i, len(revs)-1)], ev.rev)
 		}
 	}
+	checkMirroredAt(t, conn, len(evs))
 	multi := 0
 	for i := 1; i < len(evs); i++ {
 		if evs[i].rev == evs[i-1].rev {
@@ -454,8 +455,28 @@ func TestMirrorUnderLoadAndFaults(t *testing.T) {
 		t.Fatalf("compact_rev_key says %d, want id %d (revision %d)", kineCompact, target, compactAt)
 	}
 	compareRows(t, "mirror after compaction", readRows(t, conn), kineCompacted(want, target))
+	checkMirroredAt(t, conn, len(kineCompacted(want, target)))
 
 	checkCurrent(t, cli, conn, 0)
+}
+
+// checkMirroredAt: every change has the time it was mirrored, never later
+// for a later change, and docs/sql.md's "changed in the last hour" query
+// finds all of the test's rows.
+func checkMirroredAt(t *testing.T, conn *pgx.Conn, rows int) {
+	t.Helper()
+	var missing, backwards, lastHour int
+	if err := conn.QueryRow(context.Background(), `SELECT
+			count(*) FILTER (WHERE mirrored_at IS NULL),
+			count(*) FILTER (WHERE mirrored_at < prev_at),
+			count(*) FILTER (WHERE mirrored_at > now() - interval '1 hour')
+		FROM (SELECT mirrored_at, lag(mirrored_at) OVER (ORDER BY id) AS prev_at FROM ballast_history) h`).
+		Scan(&missing, &backwards, &lastHour); err != nil {
+		t.Fatal(err)
+	}
+	if missing != 0 || backwards != 0 || lastHour != rows {
+		t.Fatalf("mirrored_at: %d rows without, %d earlier than the row before; %d in the last hour, want %d", missing, backwards, lastHour, rows)
+	}
 }
 
 func leaseOf(evs []event, i int) int64 {
