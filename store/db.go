@@ -87,10 +87,21 @@ func Open(cfg Config) (*DB, error) {
 		Fatal(log, "read "+info.Path, fmt.Errorf("%w: %w", pebble.ErrCorruption, info.Details))
 	}}
 	opts.EnsureDefaults()
+	if err := checkFiles(opts.FS, cfg.Dir); err != nil {
+		cache.Unref()
+		if errors.Is(err, pebble.ErrCorruption) {
+			Fatal(log, "open "+cfg.Dir, err)
+		}
+		return nil, fmt.Errorf("store: check %s: %w", cfg.Dir, err)
+	}
 	db, err := pebble.Open(cfg.Dir, opts)
 	cache.Unref() // the DB holds its own reference
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
+	}
+	if err := recordOptionsSum(opts.FS, cfg.Dir); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: record the options' checksum in %s: %w", cfg.Dir, err)
 	}
 	d := &DB{DB: db, log: log}
 	if err := d.verify(); err != nil {

@@ -1,0 +1,334 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Pebble opens over some damage without a word:
+//
+//   - It stops reading a MANIFEST at the first record that fails its
+//     checksum, so a flipped bit in the middle of one silently opens an
+//     older version of the database: tables flushed or compacted after it
+//     are forgotten (and deleted as obsolete).
+//   - In a WAL it looks for proof of corruption (a later chunk that says it
+//     was synced past the bad one) only from the next 32 KiB block on, so a
+//     flip in a log's last block reads as a torn write and drops records
+//     that had been synced.
+//   - It checks only the comparer and merger names of an OPTIONS file, and
+//     never reads a WAL kept for reuse or a superseded MANIFEST again.
+//
+// checkFiles runs before Pebble opens dir and finds all of these: every
+// chunk of every WAL and MANIFEST must pass its checksum up to the log's
+// end, and a chunk that fails is a torn write only if no valid chunk after
+// it proves that it had been written whole. The one case no checker can
+// tell from a torn write is damage in the last record written before a
+// crash; the member then has a shorter log, as after a crash before its
+// sync, and Raft re-sends what it lacks.
+func checkFiles(fs vfs.FS, dir string) error {
+	names, err := fs.List(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		path := filepath.Join(dir, name)
+		var bad int64 = -1
+		switch {
+		case strings.HasPrefix(name, "MANIFEST-"):
+			bad, err = checkLogFile(fs, path, legacyLog)
+		case strings.HasSuffix(name, ".log"):
+			num, perr := strconv.ParseUint(strings.TrimSuffix(name, ".log"), 10, 32)
+			if perr != nil {
+				continue
+			}
+			bad, err = checkLogFile(fs, path, uint32(num))
+		default:
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if bad >= 0 {
+			return fmt.Errorf("%w: %s: a record at offset %d fails its checksum, and records written after it are intact", pebble.ErrCorruption, path, bad)
+		}
+	}
+	return checkOptionsSum(fs, dir)
+}
+
+// The chunk format of Pebble's record logs (pebble/record): a 32 KiB block
+// holds chunks of checksum (4), length (2), type (1), then for the
+// recyclable and WAL-sync types the log number (4), and for WAL-sync the
+// offset up to which the log was synced when it was written (8); then the
+// payload. The checksum covers everything from the type byte on.
+const (
+	logBlockSize     = 32 << 10
+	legacyHeader     = 7
+	recyclableHeader = legacyHeader + 4
+	walSyncHeader    = recyclableHeader + 8
+	firstWALSyncType = 9
+	lastChunkType    = 12
+	firstRecyclable  = 5
+	legacyLog        = ^uint32(0) // a MANIFEST: legacy chunks, no log number
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// maskedCRC is the checksum Pebble stores (LevelDB's masked CRC-32C).
+func maskedCRC(b []byte) uint32 {
+	c := crc32.Checksum(b, castagnoli)
+	return (c>>15 | c<<17) + 0xa282ead8
+}
+
+// chunk is what a valid chunk header at some offset says.
+type chunk struct {
+	end       int    // offset just past the payload
+	typ       byte   // the chunk encoding
+	logNum    uint32 // for recyclable and WAL-sync chunks
+	syncedOff uint64 // for WAL-sync chunks
+}
+
+// chunkAt parses the chunk at off in one block, or says there is no valid
+// one there. Chunks never cross a block's end.
+func chunkAt(block []byte, off int) (chunk, bool) {
+	if off+legacyHeader > len(block) {
+		return chunk{}, false
+	}
+	typ := block[off+6]
+	if typ == 0 || typ > lastChunkType {
+		return chunk{}, false
+	}
+	header := legacyHeader
+	switch {
+	case typ >= firstWALSyncType:
+		header = walSyncHeader
+	case typ >= firstRecyclable:
+		header = recyclableHeader
+	}
+	end := off + header + int(binary.LittleEndian.Uint16(block[off+4:]))
+	if end > len(block) {
+		return chunk{}, false
+	}
+	if binary.LittleEndian.Uint32(block[off:]) != maskedCRC(block[off+6:end]) {
+		return chunk{}, false
+	}
+	c := chunk{end: end, typ: typ}
+	if header >= recyclableHeader {
+		c.logNum = binary.LittleEndian.Uint32(block[off+7:])
+	}
+	if header == walSyncHeader {
+		c.syncedOff = binary.LittleEndian.Uint64(block[off+11:])
+	}
+	return c, true
+}
+
+// checkLogFile reads a whole WAL (logNum, from its name) or MANIFEST
+// (legacyLog) and returns the offset of a damaged chunk that valid chunks
+// after it prove was written whole, or -1.
+func checkLogFile(fs vfs.FS, path string, logNum uint32) (int64, error) {
+	f, err := fs.Open(path)
+	if err != nil {
+		return -1, err
+	}
+	defer f.Close()
+	bad, err := damagedChunk(f, logNum)
+	if err != nil {
+		return -1, fmt.Errorf("store: read %s: %w", path, err)
+	}
+	return bad, nil
+}
+
+// damagedChunk walks the chunks of one log from its start, a block at a
+// time. It returns -1 if they end cleanly (at the end of the file, in
+// zeroes, at an EOF trailer or at a chunk of an earlier life of a reused
+// file). Where they stop otherwise, it returns that offset if a valid chunk
+// of this log after it proves the stop is damage and not the log's end: in
+// a MANIFEST any valid chunk (it is never reused, and each record is synced
+// before the next is written); in a WAL a WAL-sync chunk that says the log
+// was synced past the stop.
+func damagedChunk(r io.Reader, logNum uint32) (int64, error) {
+	block := make([]byte, logBlockSize)
+	stop := int64(-1) // where the chunks stopped, once they have
+	for base := int64(0); ; base += logBlockSize {
+		n, err := io.ReadFull(r, block)
+		if err == io.EOF {
+			return -1, nil
+		}
+		if err != nil && err != io.ErrUnexpectedEOF {
+			return -1, err
+		}
+		b := block[:n]
+		off := 0
+		for stop < 0 && off < n {
+			if n-off < walSyncHeader && allZero(b[off:]) {
+				off = n // the writer pads a block's tail that fits no header
+				break
+			}
+			c, ok := chunkAt(b, off)
+			if !ok {
+				stop = base + int64(off)
+				off++
+				break
+			}
+			if logNum != legacyLog && c.typ >= firstRecyclable && c.logNum != logNum {
+				return -1, nil // an EOF trailer (logNum+1), or a reused file's old contents
+			}
+			off = c.end
+		}
+		for p := off; stop >= 0 && p+legacyHeader <= n; p++ {
+			c, ok := chunkAt(b, p)
+			if !ok {
+				continue
+			}
+			if logNum == legacyLog {
+				if c.typ < firstRecyclable && c.end > p+legacyHeader {
+					return stop, nil
+				}
+			} else if c.typ >= firstWALSyncType && c.logNum == logNum && c.syncedOff > uint64(stop) {
+				return stop, nil
+			}
+		}
+		if n < logBlockSize {
+			return -1, nil
+		}
+	}
+}
+
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// optionsSumFile records a checksum of the OPTIONS file Pebble wrote at the
+// last open: Pebble keeps none, and reads back only two names from it.
+const optionsSumFile = "ballast-options.sum"
+
+// checkOptionsSum compares the newest OPTIONS file with the checksum
+// recorded when it was written. A missing record is no damage (a crash
+// between Pebble's write and ours); a damaged record is.
+func checkOptionsSum(fs vfs.FS, dir string) error {
+	path := filepath.Join(dir, optionsSumFile)
+	rec, err := readFile(fs, path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	name, sum, ok := parseOptionsSum(rec)
+	if !ok {
+		return fmt.Errorf("%w: %s: the record of the OPTIONS file's checksum is damaged", pebble.ErrCorruption, path)
+	}
+	opts, err := readFile(fs, filepath.Join(dir, name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // Pebble wrote a newer one and we crashed before recording it
+	}
+	if err != nil {
+		return err
+	}
+	if maskedCRC(opts) != sum {
+		return fmt.Errorf("%w: %s: its checksum differs from the one recorded when it was written", pebble.ErrCorruption, filepath.Join(dir, name))
+	}
+	return nil
+}
+
+// recordOptionsSum records the checksum of the newest OPTIONS file, which
+// Pebble has just written, atomically: a temporary file renamed over the
+// record, the directory synced.
+func recordOptionsSum(fs vfs.FS, dir string) error {
+	names, err := fs.List(dir)
+	if err != nil {
+		return err
+	}
+	newest := ""
+	for _, n := range names {
+		if strings.HasPrefix(n, "OPTIONS-") && n > newest { // fixed-width numbers sort by value
+			newest = n
+		}
+	}
+	if newest == "" {
+		return nil
+	}
+	opts, err := readFile(fs, filepath.Join(dir, newest))
+	if err != nil {
+		return err
+	}
+	line := fmt.Sprintf("%s %08x", newest, maskedCRC(opts))
+	rec := fmt.Appendf(nil, "%s %08x\n", line, maskedCRC([]byte(line)))
+	tmp := filepath.Join(dir, optionsSumFile+".tmp")
+	f, err := fs.Create(tmp, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(rec)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return werr
+	}
+	if err := fs.Rename(tmp, filepath.Join(dir, optionsSumFile)); err != nil {
+		return err
+	}
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// parseOptionsSum reads "OPTIONS-NNNNNN <sum> <sum of what precedes>\n".
+func parseOptionsSum(rec []byte) (name string, sum uint32, ok bool) {
+	s, found := strings.CutSuffix(string(rec), "\n")
+	if !found {
+		return "", 0, false
+	}
+	i := strings.LastIndexByte(s, ' ')
+	if i < 0 {
+		return "", 0, false
+	}
+	self, err := strconv.ParseUint(s[i+1:], 16, 32)
+	if err != nil || uint32(self) != maskedCRC([]byte(s[:i])) {
+		return "", 0, false
+	}
+	name, sumText, found := strings.Cut(s[:i], " ")
+	if !found || !strings.HasPrefix(name, "OPTIONS-") || strings.ContainsAny(name, "/\\") {
+		return "", 0, false
+	}
+	v, err := strconv.ParseUint(sumText, 16, 32)
+	if err != nil {
+		return "", 0, false
+	}
+	return name, uint32(v), true
+}
+
+func readFile(fs vfs.FS, path string) ([]byte, error) {
+	f, err := fs.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}

@@ -1,0 +1,278 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// crashCopy copies an open store's directory as a kill -9 would leave it:
+// everything written so far, nothing flushed or closed.
+func crashCopy(t *testing.T, dir string) string {
+	t.Helper()
+	dst := t.TempDir()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() == "LOCK" {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// syncedWrites opens a store at dir and commits n synced puts of 100 bytes,
+// as the Raft log does, leaving the store open. It is a store's second
+// open: the first WAL of a new store is written before Pebble moves to the
+// format with sync offsets.
+func syncedWrites(t *testing.T, dir string, n int) *DB {
+	t.Helper()
+	db, err := Open(Config{Dir: dir})
+	if err == nil {
+		err = db.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	val := bytes.Repeat([]byte{'v'}, 100)
+	for i := range n {
+		if err := db.Set(fmt.Appendf(nil, "k%05d", i), val, pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db
+}
+
+func onlyFile(t *testing.T, dir, pattern string) string {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(dir, pattern))
+	if len(m) != 1 {
+		t.Fatalf("%s in %s: %v, want one file", pattern, dir, m)
+	}
+	return m[0]
+}
+
+func flipBit(t *testing.T, path string, off int64) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[off] ^= 0x04
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// countKeys opens dir with Pebble alone (no Ballast check) and counts keys.
+func countKeys(t *testing.T, dir string) int {
+	t.Helper()
+	db, err := pebble.Open(dir, &pebble.Options{FormatMajorVersion: pebble.FormatValueSeparation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	it, _ := db.NewIter(nil)
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		n++
+	}
+	it.Close()
+	return n
+}
+
+// openExitCode opens dir with Ballast's Open and returns the exit status
+// it stopped with (0: it opened).
+func openExitCode(t *testing.T, dir string) (code int) {
+	t.Helper()
+	exit = func(c int) { code = c; panic("exit") }
+	defer func() { exit = os.Exit }()
+	defer func() {
+		if r := recover(); r != nil && r != "exit" {
+			panic(r)
+		}
+	}()
+	db, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	db.Close()
+	return 0
+}
+
+// A store left by a crash, WAL and all, passes the check and keeps every
+// synced write; so does one opened and closed again and again.
+func TestCheckFilesAcceptsHealthyStores(t *testing.T) {
+	dir := t.TempDir()
+	db := syncedWrites(t, dir, 600)
+	crashed := crashCopy(t, dir)
+	db.Close()
+	if err := checkFiles(vfs.Default, crashed); err != nil {
+		t.Fatalf("check of a crashed store: %v", err)
+	}
+	if code := openExitCode(t, crashed); code != 0 {
+		t.Fatalf("a crashed, undamaged store did not open: exit %d", code)
+	}
+	if n := countKeys(t, crashed); n != 600 {
+		t.Fatalf("after the crash %d keys, want 600", n)
+	}
+	for range 3 {
+		if code := openExitCode(t, dir); code != 0 {
+			t.Fatalf("reopen: exit %d", code)
+		}
+	}
+}
+
+// A flipped bit in a WAL's last block, followed by records synced after
+// it, is damage: Pebble alone would take it for a torn write and drop the
+// synced records after it; Ballast refuses to open.
+func TestCheckFilesFindsAFlipInTheWALsLastBlock(t *testing.T) {
+	dir := t.TempDir()
+	db := syncedWrites(t, dir, 600) // about 80 KiB of WAL: the flip is in block 2
+	crashed := crashCopy(t, dir)
+	db.Close()
+	wal := onlyFile(t, crashed, "*.log")
+	info, _ := os.Stat(wal)
+	off := info.Size() - 40*140 // about 40 records before the end
+	if off/logBlockSize != (info.Size()-1)/logBlockSize {
+		t.Fatalf("offset %d is not in the last block of %d bytes", off, info.Size())
+	}
+	flipBit(t, wal, off)
+
+	plain := crashCopy(t, crashed)
+	if n := countKeys(t, plain); n >= 600 {
+		t.Fatalf("Pebble alone kept all %d keys: the flip missed the records", n)
+	}
+	err := checkFiles(vfs.Default, crashed)
+	if !errors.Is(err, pebble.ErrCorruption) || !strings.Contains(err.Error(), wal) {
+		t.Fatalf("check: %v, want corruption in %s", err, wal)
+	}
+	if code := openExitCode(t, crashed); code != ExitStorageFailure {
+		t.Fatalf("open: exit %d, want %d", code, ExitStorageFailure)
+	}
+}
+
+// Damage in the last record written cannot be told from a torn write: the
+// store opens without that record, as after a crash before its sync.
+func TestCheckFilesTakesTheLastRecordForATornWrite(t *testing.T) {
+	dir := t.TempDir()
+	db := syncedWrites(t, dir, 100)
+	crashed := crashCopy(t, dir)
+	db.Close()
+	wal := onlyFile(t, crashed, "*.log")
+	info, _ := os.Stat(wal)
+	flipBit(t, wal, info.Size()-10)
+	if code := openExitCode(t, crashed); code != 0 {
+		t.Fatalf("open: exit %d, want it to open", code)
+	}
+	if n := countKeys(t, crashed); n != 99 {
+		t.Fatalf("%d keys, want 99", n)
+	}
+}
+
+// A flipped bit in the middle of a MANIFEST makes Pebble stop reading it
+// there; Ballast refuses to open.
+func TestCheckFilesFindsAFlipInTheManifest(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 { // five flushes: five version edits after the first
+		if err := db.Set(fmt.Appendf(nil, "k%d", i), []byte("v"), pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crashed := crashCopy(t, dir)
+	db.Close()
+	manifest := onlyFile(t, crashed, "MANIFEST-*")
+	flipBit(t, manifest, 20) // inside the first record
+	err = checkFiles(vfs.Default, crashed)
+	if !errors.Is(err, pebble.ErrCorruption) || !strings.Contains(err.Error(), manifest) {
+		t.Fatalf("check: %v, want corruption in %s", err, manifest)
+	}
+}
+
+// The OPTIONS file has no checksum of its own; Ballast records one.
+func TestCheckFilesFindsAFlipInTheOptions(t *testing.T) {
+	for _, target := range []string{"OPTIONS-*", optionsSumFile} {
+		t.Run(target, func(t *testing.T) {
+			dir := t.TempDir()
+			if code := openExitCode(t, dir); code != 0 {
+				t.Fatalf("first open: exit %d", code)
+			}
+			path := onlyFile(t, dir, target)
+			flipBit(t, path, 12)
+			if code := openExitCode(t, dir); code != ExitStorageFailure {
+				t.Fatalf("open with a flipped bit in %s: exit %d, want %d", filepath.Base(path), code, ExitStorageFailure)
+			}
+		})
+	}
+	// No record yet (a crash before it was written) is no damage.
+	dir := t.TempDir()
+	if code := openExitCode(t, dir); code != 0 {
+		t.Fatal("first open failed")
+	}
+	os.Remove(filepath.Join(dir, optionsSumFile))
+	if code := openExitCode(t, dir); code != 0 {
+		t.Fatalf("open without a record: exit %d", code)
+	}
+}
+
+// The check reads arbitrary bytes without panicking, and never calls a
+// log that ends in zeroes damaged.
+func FuzzDamagedChunk(f *testing.F) {
+	f.Add([]byte{}, uint32(1), 0)
+	f.Add(bytes.Repeat([]byte{0}, 100), uint32(2), 50)
+	f.Add([]byte("\xc2\xa9\x4d\x07\x23\x00\x05\x02\x00\x00\x00"), uint32(2), 3)
+	f.Fuzz(func(t *testing.T, data []byte, logNum uint32, zeroTail int) {
+		if _, err := damagedChunk(bytes.NewReader(data), logNum); err != nil && err != io.ErrUnexpectedEOF {
+			t.Fatal(err)
+		}
+		if zeroTail < 0 || zeroTail > 1<<16 {
+			return
+		}
+		// A healthy log followed by preallocated zeroes is never damaged.
+		var log bytes.Buffer
+		log.Write(legacyChunk(data))
+		log.Write(make([]byte, zeroTail))
+		if bad, _ := damagedChunk(bytes.NewReader(log.Bytes()), legacyLog); bad >= 0 {
+			t.Fatalf("a valid chunk and %d zeroes called damaged at %d", zeroTail, bad)
+		}
+	})
+}
+
+// legacyChunk is one full legacy chunk holding p (cut to fit a block).
+func legacyChunk(p []byte) []byte {
+	p = p[:min(len(p), logBlockSize-legacyHeader)]
+	b := make([]byte, legacyHeader+len(p))
+	b[4], b[5], b[6] = byte(len(p)), byte(len(p)>>8), 1
+	copy(b[legacyHeader:], p)
+	sum := maskedCRC(b[6:])
+	b[0], b[1], b[2], b[3] = byte(sum), byte(sum>>8), byte(sum>>16), byte(sum>>24)
+	return b
+}
