@@ -94,7 +94,16 @@ func Open(cfg Config) (*DB, error) {
 		}
 		return nil, fmt.Errorf("store: check %s: %w", cfg.Dir, err)
 	}
+	fresh := !hasManifest(opts.FS, cfg.Dir)
 	db, err := pebble.Open(cfg.Dir, opts)
+	if err == nil && fresh {
+		// A new store's first WAL is written in the older chunk format,
+		// without sync offsets, where damage cannot be told from a torn
+		// write (integrity.go). Closed at once, that WAL stays empty.
+		if err = db.Close(); err == nil {
+			db, err = pebble.Open(cfg.Dir, opts)
+		}
+	}
 	cache.Unref() // the DB holds its own reference
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)

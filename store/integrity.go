@@ -332,3 +332,9 @@ func readFile(fs vfs.FS, path string) ([]byte, error) {
 	defer f.Close()
 	return io.ReadAll(f)
 }
+
+// hasManifest says whether dir holds a store already.
+func hasManifest(fs vfs.FS, dir string) bool {
+	names, _ := fs.List(dir)
+	return slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "MANIFEST-") })
+}
