@@ -92,6 +92,13 @@ type stateMachine struct {
 
 var _ raftlog.StateMachine = stateMachine{}
 
+// stateSyncInterval is how often the state store's WAL is synced while it
+// has unsynced applies. The Raft log is the durable record, so applies are
+// not synced one by one; the periodic sync bounds what a power loss makes
+// a member re-apply, and lets start-up tell a damaged state WAL from a
+// torn write (store/integrity.go).
+const stateSyncInterval = 100 * time.Millisecond
+
 func (m stateMachine) Apply(entries []raftlog.Entry) []any {
 	es := make([]mvcc.Entry, len(entries))
 	for i, e := range entries {
@@ -158,7 +165,7 @@ func New(cfg Config) (*Server, error) {
 	s.reqIDs = newIDGenerator(s.id, time.Now())
 	s.metrics.identified(s.id)
 
-	s.stateDB, err = store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, "state"), Logger: cfg.Logger})
+	s.stateDB, err = store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, "state"), Logger: cfg.Logger, SyncInterval: stateSyncInterval})
 	if err != nil {
 		s.closePeers()
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,6 +25,12 @@ type Config struct {
 	// floor of the directory's size as well as memory.
 	MemTableSize uint64
 	Logger       *slog.Logger
+	// SyncInterval, if set, syncs the WAL that often while unsynced
+	// commits (pebble.NoSync) have been made. A synced WAL records how far
+	// it was synced in the chunks written after, which is what lets a
+	// flipped bit in it be told from a torn write (integrity.go); and a
+	// power loss then costs at most that much of the unsynced writes.
+	SyncInterval time.Duration
 }
 
 // DB is one Pebble instance. It embeds *pebble.DB: Ballast uses Pebble's own
@@ -35,6 +42,10 @@ type DB struct {
 	sizeMu sync.Mutex
 	size   Size
 	sizeAt time.Time
+
+	unsynced atomic.Bool   // a NoSync commit since the last periodic sync
+	stopSync chan struct{} // closed by Close; nil without SyncInterval
+	syncDone chan struct{}
 }
 
 // ErrNotFound is returned by Get helpers when a key is absent.
@@ -117,7 +128,29 @@ func Open(cfg Config) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: verify %s: %w", cfg.Dir, err)
 	}
+	if cfg.SyncInterval > 0 {
+		d.stopSync, d.syncDone = make(chan struct{}), make(chan struct{})
+		go d.syncEvery(cfg.SyncInterval)
+	}
 	return d, nil
+}
+
+// syncEvery syncs the WAL every interval in which unsynced commits were
+// made, until Close.
+func (db *DB) syncEvery(interval time.Duration) {
+	defer close(db.syncDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stopSync:
+			return
+		case <-t.C:
+			if db.unsynced.Swap(false) {
+				db.Must("periodic sync", func() error { return db.LogData(nil, pebble.Sync) })
+			}
+		}
+	}
 }
 
 // verify reads every live key and value once at open, so that Pebble checks
@@ -162,6 +195,9 @@ func (db *DB) Must(what string, write func() error) {
 // MustCommit commits b through Must.
 func (db *DB) MustCommit(what string, b *pebble.Batch, o *pebble.WriteOptions) {
 	db.Must(what, func() error { return b.Commit(o) })
+	if !o.GetSync() {
+		db.unsynced.Store(true)
+	}
 }
 
 // GetCopy returns a copy of the value at key, or ErrNotFound.
@@ -181,6 +217,10 @@ func GetCopy(r pebble.Reader, key []byte) ([]byte, error) {
 // Close flushes the memtables first, so the next open has no WAL to replay
 // and a clean restart is fast.
 func (db *DB) Close() error {
+	if db.stopSync != nil {
+		close(db.stopSync)
+		<-db.syncDone
+	}
 	if err := db.DB.Flush(); err != nil {
 		db.DB.Close()
 		return err

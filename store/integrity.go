@@ -45,10 +45,15 @@ func checkFiles(fs vfs.FS, dir string) error {
 		return err
 	}
 	slices.Sort(names)
+	current := currentManifest(names)
 	for _, name := range names {
 		path := filepath.Join(dir, name)
 		var bad int64 = -1
 		switch {
+		case strings.HasPrefix(name, "MANIFEST-") && name != current:
+			// Superseded: it was complete and synced before its successor
+			// was, so no torn write can end it.
+			bad, err = checkSupersededManifest(fs, path)
 		case strings.HasPrefix(name, "MANIFEST-"):
 			bad, err = checkLogFile(fs, path, legacyLog)
 		case strings.HasSuffix(name, ".log"):
@@ -136,76 +141,138 @@ func chunkAt(block []byte, off int) (chunk, bool) {
 	return c, true
 }
 
-// checkLogFile reads a whole WAL (logNum, from its name) or MANIFEST
-// (legacyLog) and returns the offset of a damaged chunk that valid chunks
-// after it prove was written whole, or -1.
+// checkLogFile checks a WAL (logNum, from its name) or the current
+// MANIFEST (legacyLog). It returns the offset of a damaged chunk that valid
+// chunks after it prove was written whole, or -1.
 func checkLogFile(fs vfs.FS, path string, logNum uint32) (int64, error) {
+	return checkLog(fs, path, func(f vfs.File, size int64) (int64, error) {
+		end, clean, err := walkChunks(io.NewSectionReader(f, 0, size), logNum)
+		if err != nil || clean {
+			return -1, err
+		}
+		return proveDamage(io.NewSectionReader(f, 0, size), end, logNum)
+	})
+}
+
+// checkSupersededManifest checks a MANIFEST Pebble no longer reads. It was
+// complete and synced before its successor was, so no torn write can end
+// it: it returns where its chunks stop before its end (0 if it is empty),
+// or -1.
+func checkSupersededManifest(fs vfs.FS, path string) (int64, error) {
+	return checkLog(fs, path, func(f vfs.File, size int64) (int64, error) {
+		end, _, err := walkChunks(io.NewSectionReader(f, 0, size), legacyLog)
+		if err != nil || (end == size && size > 0) {
+			return -1, err
+		}
+		return end, nil
+	})
+}
+
+func checkLog(fs vfs.FS, path string, check func(vfs.File, int64) (int64, error)) (int64, error) {
 	f, err := fs.Open(path)
 	if err != nil {
 		return -1, err
 	}
 	defer f.Close()
-	bad, err := damagedChunk(f, logNum)
+	st, err := f.Stat()
+	if err != nil {
+		return -1, err
+	}
+	bad, err := check(f, st.Size())
 	if err != nil {
 		return -1, fmt.Errorf("store: read %s: %w", path, err)
 	}
 	return bad, nil
 }
 
-// damagedChunk walks the chunks of one log from its start, a block at a
-// time. It returns -1 if they end cleanly (at the end of the file, in
-// zeroes, at an EOF trailer or at a chunk of an earlier life of a reused
-// file). Where they stop otherwise, it returns that offset if a valid chunk
-// of this log after it proves the stop is damage and not the log's end: in
-// a MANIFEST any valid chunk (it is never reused, and each record is synced
-// before the next is written); in a WAL a WAL-sync chunk that says the log
-// was synced past the stop.
-func damagedChunk(r io.Reader, logNum uint32) (int64, error) {
+// currentManifest is the MANIFEST Pebble's marker names: the marker file
+// "marker.manifest.<iteration>.<name>" with the highest iteration.
+func currentManifest(names []string) string {
+	current, best := "", -1
+	for _, n := range names {
+		rest, ok := strings.CutPrefix(n, "marker.manifest.")
+		if !ok {
+			continue
+		}
+		iter, name, ok := strings.Cut(rest, ".")
+		if i, err := strconv.Atoi(iter); ok && err == nil && i > best {
+			current, best = name, i
+		}
+	}
+	return current
+}
+
+// forEachBlock calls fn with each 32 KiB block of a log (the last may be
+// shorter) and its offset, until fn says stop.
+func forEachBlock(r io.Reader, fn func(base int64, block []byte) (stop bool)) error {
 	block := make([]byte, logBlockSize)
-	stop := int64(-1) // where the chunks stopped, once they have
 	for base := int64(0); ; base += logBlockSize {
 		n, err := io.ReadFull(r, block)
 		if err == io.EOF {
-			return -1, nil
+			return nil
 		}
 		if err != nil && err != io.ErrUnexpectedEOF {
-			return -1, err
+			return err
 		}
-		b := block[:n]
+		if fn(base, block[:n]) || n < logBlockSize {
+			return nil
+		}
+	}
+}
+
+// walkChunks returns where the valid chunks from a log's start end, and
+// whether they end cleanly: at the end of the file, at an EOF trailer
+// (logNum+1) or at a chunk of an earlier life of a reused file. The zeroes
+// that pad a block's tail count as valid.
+func walkChunks(r io.Reader, logNum uint32) (end int64, clean bool, err error) {
+	end, clean = 0, true
+	err = forEachBlock(r, func(base int64, b []byte) bool {
 		off := 0
-		for stop < 0 && off < n {
-			if n-off < walSyncHeader && allZero(b[off:]) {
-				off = n // the writer pads a block's tail that fits no header
+		for off < len(b) {
+			if len(b)-off < walSyncHeader && allZero(b[off:]) {
+				off = len(b) // the writer pads a block's tail that fits no header
 				break
 			}
 			c, ok := chunkAt(b, off)
 			if !ok {
-				stop = base + int64(off)
-				off++
-				break
+				end, clean = base+int64(off), false
+				return true
 			}
 			if logNum != legacyLog && c.typ >= firstRecyclable && c.logNum != logNum {
-				return -1, nil // an EOF trailer (logNum+1), or a reused file's old contents
+				end = base + int64(off)
+				return true
 			}
 			off = c.end
 		}
-		for p := off; stop >= 0 && p+legacyHeader <= n; p++ {
+		end = base + int64(off)
+		return false
+	})
+	return end, clean, err
+}
+
+// proveDamage looks after stop, where a log's valid chunks end, for a
+// chunk of the same log that proves the log went on past stop: in a
+// MANIFEST any valid chunk with a payload (it is never reused, and each
+// record is synced before the next is written); in a WAL a WAL-sync chunk
+// that says the log was synced past stop. It returns stop if it finds one,
+// or -1: then stop may be a torn write, the log's true end.
+func proveDamage(r io.Reader, stop int64, logNum uint32) (int64, error) {
+	bad := int64(-1)
+	err := forEachBlock(r, func(base int64, b []byte) bool {
+		for p := max(0, int(stop+1-base)); p+legacyHeader <= len(b); p++ {
 			c, ok := chunkAt(b, p)
 			if !ok {
 				continue
 			}
-			if logNum == legacyLog {
-				if c.typ < firstRecyclable && c.end > p+legacyHeader {
-					return stop, nil
-				}
-			} else if c.typ >= firstWALSyncType && c.logNum == logNum && c.syncedOff > uint64(stop) {
-				return stop, nil
+			if logNum == legacyLog && c.typ < firstRecyclable && c.end > p+legacyHeader ||
+				logNum != legacyLog && c.typ >= firstWALSyncType && c.logNum == logNum && c.syncedOff > uint64(stop) {
+				bad = stop
+				return true
 			}
 		}
-		if n < logBlockSize {
-			return -1, nil
-		}
-	}
+		return false
+	})
+	return bad, err
 }
 
 func allZero(b []byte) bool {

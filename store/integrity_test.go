@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -203,7 +203,7 @@ func TestCheckFilesFindsAFlipInTheManifest(t *testing.T) {
 	db.Close()
 	manifests, _ := filepath.Glob(filepath.Join(crashed, "MANIFEST-*"))
 	manifest := slices.Max(manifests) // the current one, with the flushes' edits
-	flipBit(t, manifest, 20) // inside the first record
+	flipBit(t, manifest, 20)          // inside the first record
 	err = checkFiles(vfs.Default, crashed)
 	if !errors.Is(err, pebble.ErrCorruption) || !strings.Contains(err.Error(), manifest) {
 		t.Fatalf("check: %v, want corruption in %s", err, manifest)
@@ -243,9 +243,7 @@ func FuzzDamagedChunk(f *testing.F) {
 	f.Add(bytes.Repeat([]byte{0}, 100), uint32(2), 50)
 	f.Add([]byte("\xc2\xa9\x4d\x07\x23\x00\x05\x02\x00\x00\x00"), uint32(2), 3)
 	f.Fuzz(func(t *testing.T, data []byte, logNum uint32, zeroTail int) {
-		if _, err := damagedChunk(bytes.NewReader(data), logNum); err != nil && err != io.ErrUnexpectedEOF {
-			t.Fatal(err)
-		}
+		damagedLog(t, data, logNum)
 		if zeroTail < 0 || zeroTail > 1<<16 {
 			return
 		}
@@ -253,10 +251,26 @@ func FuzzDamagedChunk(f *testing.F) {
 		var log bytes.Buffer
 		log.Write(legacyChunk(data))
 		log.Write(make([]byte, zeroTail))
-		if bad, _ := damagedChunk(bytes.NewReader(log.Bytes()), legacyLog); bad >= 0 {
+		if bad := damagedLog(t, log.Bytes(), legacyLog); bad >= 0 {
 			t.Fatalf("a valid chunk and %d zeroes called damaged at %d", zeroTail, bad)
 		}
 	})
+}
+
+// damagedLog runs the check of a WAL or current MANIFEST over data.
+func damagedLog(t *testing.T, data []byte, logNum uint32) int64 {
+	end, clean, err := walkChunks(bytes.NewReader(data), logNum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clean {
+		return -1
+	}
+	bad, err := proveDamage(bytes.NewReader(data), end, logNum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bad
 }
 
 // legacyChunk is one full legacy chunk holding p (cut to fit a block).
@@ -268,4 +282,64 @@ func legacyChunk(p []byte) []byte {
 	sum := maskedCRC(b[6:])
 	b[0], b[1], b[2], b[3] = byte(sum), byte(sum>>8), byte(sum>>16), byte(sum>>24)
 	return b
+}
+
+// A superseded MANIFEST was complete when its successor replaced it, so
+// damage anywhere in it, its last record too, is found.
+func TestCheckFilesFindsAFlipInASupersededManifest(t *testing.T) {
+	dir := t.TempDir()
+	if code := openExitCode(t, dir); code != 0 { // a new store is opened twice: one superseded MANIFEST
+		t.Fatalf("open: exit %d", code)
+	}
+	manifests, _ := filepath.Glob(filepath.Join(dir, "MANIFEST-*"))
+	if len(manifests) != 2 {
+		t.Fatalf("MANIFESTs: %v, want the current one and one superseded", manifests)
+	}
+	old := slices.Min(manifests)
+	info, _ := os.Stat(old)
+	flipBit(t, old, info.Size()-2)
+	if code := openExitCode(t, dir); code != ExitStorageFailure {
+		t.Fatalf("open with a flipped bit in the superseded %s: exit %d, want %d", filepath.Base(old), code, ExitStorageFailure)
+	}
+}
+
+// Unsynced commits (the state store's applies) leave no proof in the WAL
+// that a damaged record had been written whole; the periodic sync writes
+// it.
+func TestPeriodicSyncMakesUnsyncedWALDamageProvable(t *testing.T) {
+	for _, interval := range []time.Duration{0, 5 * time.Millisecond} {
+		t.Run(fmt.Sprint("sync every ", interval), func(t *testing.T) {
+			dir := t.TempDir()
+			db, err := Open(Config{Dir: dir, SyncInterval: interval})
+			if err != nil {
+				t.Fatal(err)
+			}
+			val := bytes.Repeat([]byte{'v'}, 100)
+			for i := range 600 {
+				b := db.NewBatch()
+				b.Set(fmt.Appendf(nil, "k%05d", i), val, nil)
+				db.MustCommit("test", b, pebble.NoSync)
+				if i%50 == 0 {
+					time.Sleep(3 * interval)
+				}
+			}
+			crashed := crashCopy(t, dir)
+			db.Close()
+			wal := slices.Max(globAll(t, crashed, "*.log"))
+			info, _ := os.Stat(wal)
+			flipBit(t, wal, info.Size()/3)
+			err = checkFiles(vfs.Default, crashed)
+			if detected := errors.Is(err, pebble.ErrCorruption); detected != (interval > 0) {
+				t.Fatalf("check: %v; want corruption found only with a periodic sync", err)
+			}
+		})
+	}
+}
+
+func globAll(t *testing.T, dir, pattern string) []string {
+	m, _ := filepath.Glob(filepath.Join(dir, pattern))
+	if len(m) == 0 {
+		t.Fatalf("no %s in %s", pattern, dir)
+	}
+	return m
 }
