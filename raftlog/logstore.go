@@ -59,6 +59,30 @@ func NewLogStore(db *store.DB) (*LogStore, error) {
 	return s, iter.Error()
 }
 
+// firstMissing returns the first index in from..to that has no entry, or
+// 0 if none is missing. It reads keys in order, once.
+func (s *LogStore) firstMissing(from, to uint64) (uint64, error) {
+	iter, err := s.db.NewIter(&pebble.IterOptions{LowerBound: logKey(from), UpperBound: logKey(to + 1)})
+	if err != nil {
+		return 0, err
+	}
+	defer iter.Close()
+	want := from
+	for iter.First(); iter.Valid(); iter.Next() {
+		if store.Uint64(iter.Key()[1:]) != want {
+			return want, nil
+		}
+		want++
+	}
+	if err := iter.Error(); err != nil {
+		return 0, err
+	}
+	if want <= to {
+		return want, nil
+	}
+	return 0, nil
+}
+
 func logKey(index uint64) []byte {
 	return store.AppendUint64([]byte{store.PrefixRaftLog}, index)
 }

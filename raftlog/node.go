@@ -219,6 +219,9 @@ func (n *Node) start() error {
 	if err := n.checkLogCoversApplied(latest); err != nil {
 		return err
 	}
+	if err := n.checkLogContiguous(latest); err != nil {
+		return err
+	}
 	if existing {
 		n.solo = n.soleVoter(latest)
 	} else {
@@ -275,7 +278,38 @@ func (n *Node) checkLogCoversApplied(latest *raft.SnapshotMeta) error {
 		end = max(end, latest.Index)
 	}
 	if applied > end {
-		return fmt.Errorf("%w: the log and snapshots end at index %d, the state applied up to %d", ErrLogBehindState, end, applied)
+		return fmt.Errorf("%w (%w): the log and snapshots end at index %d, the state applied up to %d", ErrLogBehindState, store.ErrDamaged, end, applied)
+	}
+	return nil
+}
+
+// ErrLogGap is returned by Open when entries are missing between the latest
+// snapshot and the end of the Raft log: a damaged store lost some
+// (a truncated MANIFEST can make Pebble forget a table of them).
+// hashicorp/raft would panic reading them.
+var ErrLogGap = errors.New("raftlog: entries are missing from the raft log (damaged raft log)")
+
+// checkLogContiguous shows that the log holds every entry after the latest
+// snapshot (or from its first entry, without one) up to its last.
+func (n *Node) checkLogContiguous(latest *raft.SnapshotMeta) error {
+	first, _ := n.logs.FirstIndex()
+	last, _ := n.logs.LastIndex()
+	from := first
+	if latest != nil {
+		from = max(first, latest.Index+1)
+		if first > latest.Index+1 && last > latest.Index {
+			return fmt.Errorf("%w (%w): the snapshot ends at index %d, the log begins at %d", ErrLogGap, store.ErrDamaged, latest.Index, first)
+		}
+	}
+	if last == 0 || from > last {
+		return nil
+	}
+	missing, err := n.logs.firstMissing(from, last)
+	if err != nil {
+		return err
+	}
+	if missing != 0 {
+		return fmt.Errorf("%w (%w): entry %d of %d..%d", ErrLogGap, store.ErrDamaged, missing, from, last)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/ballast-kv/ballast/raftlog"
+	"github.com/ballast-kv/ballast/store"
 )
 
 // identify settles this member's id and its cluster's id, and returns the
@@ -118,7 +119,7 @@ func memberFileCRC(id, cid uint64) uint32 {
 func parseMemberFile(b []byte) (id, cid uint64, err error) {
 	var crc uint32
 	if n, _ := fmt.Sscanf(string(b), memberFileFormat, &id, &cid, &crc); n != 3 || string(memberFile(id, cid)) != string(b) {
-		return 0, 0, fmt.Errorf("corrupted member file: %q", b)
+		return 0, 0, fmt.Errorf("%w: corrupted member file: %q", store.ErrDamaged, b)
 	}
 	return id, cid, nil
 }

@@ -295,12 +295,22 @@ func Fatal(l *slog.Logger, what string, err error) {
 	switch {
 	case errors.Is(err, syscall.ENOSPC):
 		args = append(args, "cause", "disk full", "hint", "free space, then restart the member")
-	case errors.Is(err, pebble.ErrCorruption):
+	case IsCorruption(err):
 		args = append(args, "cause", "corrupted file",
 			"hint", "replace the member: remove it, then add a new one with an empty data directory")
 	}
 	l.Error("storage failure; stopping", args...)
 	exit(ExitStorageFailure)
+}
+
+// ErrDamaged marks damage Ballast finds in a member's own files (Pebble's
+// own findings carry pebble.ErrCorruption).
+var ErrDamaged = errors.New("damaged file")
+
+// IsCorruption says whether err reports a damaged file: the member must be
+// replaced, not restarted.
+func IsCorruption(err error) bool {
+	return errors.Is(err, pebble.ErrCorruption) || errors.Is(err, ErrDamaged)
 }
 
 // exit is os.Exit; tests replace it.

@@ -26,6 +26,7 @@ import (
 	"github.com/ballast-kv/ballast/cmd/internal/snapshot"
 	"github.com/ballast-kv/ballast/cmd/internal/status"
 	"github.com/ballast-kv/ballast/server"
+	"github.com/ballast-kv/ballast/store"
 )
 
 func main() {
@@ -52,6 +53,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	s, err := server.New(cfg)
+	if store.IsCorruption(err) {
+		store.Fatal(cfg.Logger, "start", err) // exits with the remedy
+	}
 	if err != nil {
 		cfg.Logger.Error("cannot start", "err", err)
 		os.Exit(1)

@@ -95,6 +95,8 @@ func fileKind(file string) string {
 		return "member file"
 	case strings.HasPrefix(base, "OPTIONS"):
 		return "OPTIONS (Pebble's options record)"
+	case strings.HasPrefix(base, "ballast-options.sum"):
+		return "OPTIONS checksum (Ballast's record)"
 	case strings.HasPrefix(base, "MANIFEST"):
 		return "MANIFEST"
 	case dir == "snap/" || strings.HasPrefix(dir, "snap/"):
