@@ -14,6 +14,25 @@ import (
 // Regression: the fault harness's corrupt-file scenario found a member that
 // started with 46 acknowledged writes gone.
 func TestOpenRefusesALogBehindTheState(t *testing.T) {
+	openDamaged(t, ErrLogBehindState, func(logs *LogStore, applied, last uint64) error {
+		return logs.DeleteRange(applied-5, last) // the tail, as a damaged last WAL would
+	})
+}
+
+// Entries missing from the middle of the log (a truncated MANIFEST made
+// Pebble forget a table of them) must not start: hashicorp/raft panics
+// reading them. Regression: the fault harness's corrupt-file scenario
+// found a member that panicked with "log not found".
+func TestOpenRefusesALogWithAGap(t *testing.T) {
+	openDamaged(t, ErrLogGap, func(logs *LogStore, applied, last uint64) error {
+		return logs.DeleteRange(last-10, last-8)
+	})
+}
+
+// openDamaged writes 20 entries through a one-member node, damages its
+// closed log, and checks that Open refuses it with want.
+func openDamaged(t *testing.T, want error, damage func(logs *LogStore, applied, last uint64) error) {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := testNodeConfig(t, dir, freeAddr(t))
 	sm := &memSM{}
@@ -26,7 +45,6 @@ func TestOpenRefusesALogBehindTheState(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Lose the log's tail, as a damaged last WAL would.
 	db, err := store.Open(store.Config{Dir: filepath.Join(dir, "raft")})
 	if err != nil {
 		t.Fatal(err)
@@ -36,55 +54,17 @@ func TestOpenRefusesALogBehindTheState(t *testing.T) {
 		t.Fatal(err)
 	}
 	last, _ := logs.LastIndex()
-	if err := logs.DeleteRange(applied-5, last); err != nil {
+	if err := damage(logs, applied, last); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
 
 	cfg.BindAddr = freeAddr(t)
-	if n, err := Open(cfg, sm); !errors.Is(err, ErrLogBehindState) {
-		if err == nil {
-			n.Close()
-		}
-		t.Fatalf("Open with the log's last entries gone: %v, want ErrLogBehindState", err)
+	n, err = Open(cfg, sm)
+	if err == nil {
+		n.Close()
 	}
-}
-
-// Entries missing from the middle of the log (a truncated MANIFEST made
-// Pebble forget a table of them) must not start: hashicorp/raft panics
-// reading them. Regression: the fault harness's corrupt-file scenario
-// found a member that panicked with "log not found".
-func TestOpenRefusesALogWithAGap(t *testing.T) {
-	dir := t.TempDir()
-	cfg := testNodeConfig(t, dir, freeAddr(t))
-	sm := &memSM{}
-	n := openLeader(t, cfg, sm)
-	for i := range 20 {
-		propose(t, n, "cmd"+string(rune('a'+i)))
-	}
-	if err := n.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	db, err := store.Open(store.Config{Dir: filepath.Join(dir, "raft")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs, err := NewLogStore(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	last, _ := logs.LastIndex()
-	if err := logs.DeleteRange(last-10, last-8); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	cfg.BindAddr = freeAddr(t)
-	if n, err := Open(cfg, sm); !errors.Is(err, ErrLogGap) {
-		if err == nil {
-			n.Close()
-		}
-		t.Fatalf("Open with entries missing from the log's middle: %v, want ErrLogGap", err)
+	if !errors.Is(err, want) || !store.IsCorruption(err) {
+		t.Fatalf("Open of the damaged log: %v, want %v reported as corruption", err, want)
 	}
 }
