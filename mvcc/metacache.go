@@ -22,11 +22,12 @@ type cachedMeta struct {
 	exists bool
 }
 
-// defaultMetaCacheKeys bounds the cache. It is for the hot keys (a
-// Kubernetes cluster's leases, endpoints, busy objects): Pebble's bloom
-// filters and block cache serve the rest well, and each entry costs a few
-// hundred bytes of heap.
-const defaultMetaCacheKeys = 4096
+// defaultMetaCacheKeys bounds the cache. It is for the keys being written
+// (a Kubernetes cluster's leases, endpoints, busy objects): a miss costs a
+// Pebble read, which was 87% of a put's apply on a leader with 4096 entries
+// and a 10,000-key working set (docs/benchmarks.md). Each entry costs about
+// 150 bytes of heap, so the cache stays under 3 MiB.
+const defaultMetaCacheKeys = 16384
 
 func newMetaCache(max int) *metaCache {
 	return &metaCache{max: max, entries: make(map[string]cachedMeta)}

@@ -242,7 +242,14 @@ func (n *Node) start() error {
 			return fmt.Errorf("raftlog: bootstrap: %w", err)
 		}
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.logs, snaps, n.trans)
+	// Raft reads back the entries it just appended, to replicate them; the
+	// cache serves those from memory instead of from Pebble. Every write
+	// and delete of the log goes through it.
+	cached, err := raft.NewLogCache(recentLogs, n.logs)
+	if err != nil {
+		return err
+	}
+	n.raft, err = raft.NewRaft(rc, n.fsm, cached, n.logs, snaps, n.trans)
 	if err != nil {
 		n.trans.Close()
 		return fmt.Errorf("raftlog: start: %w", err)
@@ -282,6 +289,10 @@ func (n *Node) checkLogCoversApplied(latest *raft.SnapshotMeta) error {
 	}
 	return nil
 }
+
+// recentLogs is how many of the latest entries Raft keeps in memory: a few
+// of MaxAppendEntries' batches.
+const recentLogs = 2048
 
 // ErrLogGap is returned by Open when entries are missing between the latest
 // snapshot and the end of the Raft log: a damaged store lost some
