@@ -43,6 +43,7 @@ type DB struct {
 	size   Size
 	sizeAt time.Time
 
+	lock     *pebble.Lock  // the directory's, held from before the open checks until Close
 	unsynced atomic.Bool   // a NoSync commit since the last periodic sync
 	stopSync chan struct{} // closed by Close; nil without SyncInterval
 	syncDone chan struct{}
@@ -98,14 +99,27 @@ func Open(cfg Config) (*DB, error) {
 		Fatal(log, "read "+info.Path, fmt.Errorf("%w: %w", pebble.ErrCorruption, info.Details))
 	}}
 	opts.EnsureDefaults()
+	// The directory is locked before the checks read it, so they never
+	// read files another process is writing.
+	if err := opts.FS.MkdirAll(cfg.Dir, 0o755); err != nil {
+		cache.Unref()
+		return nil, fmt.Errorf("store: create %s: %w", cfg.Dir, err)
+	}
+	lock, err := pebble.LockDirectory(cfg.Dir, opts.FS)
+	if err != nil {
+		cache.Unref()
+		return nil, fmt.Errorf("store: lock %s: %w", cfg.Dir, err)
+	}
+	opts.Lock = lock
 	if err := checkFiles(opts.FS, cfg.Dir); err != nil {
 		cache.Unref()
-		if errors.Is(err, pebble.ErrCorruption) {
+		lock.Close()
+		if IsCorruption(err) {
 			Fatal(log, "open "+cfg.Dir, err)
 		}
 		return nil, fmt.Errorf("store: check %s: %w", cfg.Dir, err)
 	}
-	fresh := !hasManifest(opts.FS, cfg.Dir)
+	fresh := isNew(opts.FS, cfg.Dir)
 	db, err := pebble.Open(cfg.Dir, opts)
 	if err == nil && fresh {
 		// A new store's first WAL is written in the older chunk format,
@@ -117,15 +131,16 @@ func Open(cfg Config) (*DB, error) {
 	}
 	cache.Unref() // the DB holds its own reference
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
 	}
+	d := &DB{DB: db, log: log, lock: lock}
 	if err := recordOptionsSum(opts.FS, cfg.Dir); err != nil {
-		db.Close()
+		d.closeDB()
 		return nil, fmt.Errorf("store: record the options' checksum in %s: %w", cfg.Dir, err)
 	}
-	d := &DB{DB: db, log: log}
 	if err := d.verify(); err != nil {
-		db.Close()
+		d.closeDB()
 		return nil, fmt.Errorf("store: verify %s: %w", cfg.Dir, err)
 	}
 	if cfg.SyncInterval > 0 {
@@ -222,10 +237,19 @@ func (db *DB) Close() error {
 		<-db.syncDone
 	}
 	if err := db.DB.Flush(); err != nil {
-		db.DB.Close()
+		db.closeDB()
 		return err
 	}
-	return db.DB.Close()
+	return db.closeDB()
+}
+
+// closeDB closes Pebble, then releases the directory's lock.
+func (db *DB) closeDB() error {
+	err := db.DB.Close()
+	if lerr := db.lock.Close(); err == nil {
+		err = lerr
+	}
+	return err
 }
 
 // Size is what an instance occupies on disk.

@@ -45,16 +45,19 @@ func checkFiles(fs vfs.FS, dir string) error {
 		return err
 	}
 	slices.Sort(names)
-	current := currentManifest(names)
+	current, currentNum := currentManifest(names)
 	for _, name := range names {
 		path := filepath.Join(dir, name)
 		var bad int64 = -1
 		switch {
-		case strings.HasPrefix(name, "MANIFEST-") && name != current:
-			// Superseded: it was complete and synced before its successor
-			// was, so no torn write can end it.
-			bad, err = checkSupersededManifest(fs, path)
 		case strings.HasPrefix(name, "MANIFEST-"):
+			// One the marker does not name yet is being started (a crash
+			// may leave it empty or cut); Pebble never reads it. One it
+			// named before may have been current at a crash, so it gets
+			// the same torn-write allowance as the current one.
+			if num, ok := fileNum(name, "MANIFEST-", ""); current == "" || !ok || num > currentNum {
+				continue
+			}
 			bad, err = checkLogFile(fs, path, legacyLog)
 		case strings.HasSuffix(name, ".log"):
 			num, perr := strconv.ParseUint(strings.TrimSuffix(name, ".log"), 10, 32)
@@ -85,6 +88,8 @@ const (
 	legacyHeader     = 7
 	recyclableHeader = legacyHeader + 4
 	walSyncHeader    = recyclableHeader + 8
+	fullChunk        = 1
+	firstChunk       = 2
 	firstWALSyncType = 9
 	lastChunkType    = 12
 	firstRecyclable  = 5
@@ -107,6 +112,17 @@ type chunk struct {
 	syncedOff uint64 // for WAL-sync chunks
 }
 
+// headerSize is the header length of a chunk type.
+func headerSize(typ byte) int {
+	switch {
+	case typ >= firstWALSyncType:
+		return walSyncHeader
+	case typ >= firstRecyclable:
+		return recyclableHeader
+	}
+	return legacyHeader
+}
+
 // chunkAt parses the chunk at off in one block, or says there is no valid
 // one there. Chunks never cross a block's end.
 func chunkAt(block []byte, off int) (chunk, bool) {
@@ -117,13 +133,7 @@ func chunkAt(block []byte, off int) (chunk, bool) {
 	if typ == 0 || typ > lastChunkType {
 		return chunk{}, false
 	}
-	header := legacyHeader
-	switch {
-	case typ >= firstWALSyncType:
-		header = walSyncHeader
-	case typ >= firstRecyclable:
-		header = recyclableHeader
-	}
+	header := headerSize(typ)
 	end := off + header + int(binary.LittleEndian.Uint16(block[off+4:]))
 	if end > len(block) {
 		return chunk{}, false
@@ -141,34 +151,10 @@ func chunkAt(block []byte, off int) (chunk, bool) {
 	return c, true
 }
 
-// checkLogFile checks a WAL (logNum, from its name) or the current
-// MANIFEST (legacyLog). It returns the offset of a damaged chunk that valid
-// chunks after it prove was written whole, or -1.
+// checkLogFile checks a WAL (logNum, from its name) or a MANIFEST
+// (legacyLog). It returns the offset of a damaged chunk that valid chunks
+// after it prove was written whole, or -1.
 func checkLogFile(fs vfs.FS, path string, logNum uint32) (int64, error) {
-	return checkLog(fs, path, func(f vfs.File, size int64) (int64, error) {
-		end, clean, err := walkChunks(io.NewSectionReader(f, 0, size), logNum)
-		if err != nil || clean {
-			return -1, err
-		}
-		return proveDamage(io.NewSectionReader(f, 0, size), end, logNum)
-	})
-}
-
-// checkSupersededManifest checks a MANIFEST Pebble no longer reads. It was
-// complete and synced before its successor was, so no torn write can end
-// it: it returns where its chunks stop before its end (0 if it is empty),
-// or -1.
-func checkSupersededManifest(fs vfs.FS, path string) (int64, error) {
-	return checkLog(fs, path, func(f vfs.File, size int64) (int64, error) {
-		end, _, err := walkChunks(io.NewSectionReader(f, 0, size), legacyLog)
-		if err != nil || (end == size && size > 0) {
-			return -1, err
-		}
-		return end, nil
-	})
-}
-
-func checkLog(fs vfs.FS, path string, check func(vfs.File, int64) (int64, error)) (int64, error) {
 	f, err := fs.Open(path)
 	if err != nil {
 		return -1, err
@@ -178,28 +164,58 @@ func checkLog(fs vfs.FS, path string, check func(vfs.File, int64) (int64, error)
 	if err != nil {
 		return -1, err
 	}
-	bad, err := check(f, st.Size())
+	bad, err := damagedAt(f, st.Size(), logNum)
 	if err != nil {
 		return -1, fmt.Errorf("store: read %s: %w", path, err)
 	}
 	return bad, nil
 }
 
-// currentManifest is the MANIFEST Pebble's marker names: the marker file
-// "marker.manifest.<iteration>.<name>" with the highest iteration.
-func currentManifest(names []string) string {
-	current, best := "", -1
+// damagedAt walks a log's chunks and, where they stop short of a clean
+// end, looks for the proof that the stop is damage.
+func damagedAt(f io.ReaderAt, size int64, logNum uint32) (int64, error) {
+	w, err := walkChunks(io.NewSectionReader(f, 0, size), logNum)
+	if err != nil || w.clean {
+		return -1, err
+	}
+	return proveDamage(io.NewSectionReader(f, 0, size), w, logNum)
+}
+
+// currentManifest is the MANIFEST Pebble's marker names, as Pebble picks
+// it: the marker file "marker.manifest.<iteration>.<name>" with the highest
+// iteration. It returns "" if there is none (a store whose first open did
+// not finish).
+func currentManifest(names []string) (name string, num uint64) {
+	best := -1
 	for _, n := range names {
 		rest, ok := strings.CutPrefix(n, "marker.manifest.")
 		if !ok {
 			continue
 		}
-		iter, name, ok := strings.Cut(rest, ".")
-		if i, err := strconv.Atoi(iter); ok && err == nil && i > best {
-			current, best = name, i
+		iter, target, ok := strings.Cut(rest, ".")
+		i, err := strconv.Atoi(iter)
+		if !ok || err != nil || i <= best {
+			continue
+		}
+		if n, ok := fileNum(target, "MANIFEST-", ""); ok {
+			name, num, best = target, n, i
 		}
 	}
-	return current
+	return name, num
+}
+
+// fileNum parses the number in a file name prefix+digits+suffix.
+func fileNum(name, prefix, suffix string) (uint64, bool) {
+	digits, ok := strings.CutPrefix(name, prefix)
+	if !ok {
+		return 0, false
+	}
+	digits, ok = strings.CutSuffix(digits, suffix)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
+	return n, err == nil
 }
 
 // forEachBlock calls fn with each 32 KiB block of a log (the last may be
@@ -220,59 +236,123 @@ func forEachBlock(r io.Reader, fn func(base int64, block []byte) (stop bool)) er
 	}
 }
 
-// walkChunks returns where the valid chunks from a log's start end, and
-// whether they end cleanly: at the end of the file, at an EOF trailer
-// (logNum+1) or at a chunk of an earlier life of a reused file. The zeroes
-// that pad a block's tail count as valid.
-func walkChunks(r io.Reader, logNum uint32) (end int64, clean bool, err error) {
-	end, clean = 0, true
-	err = forEachBlock(r, func(base int64, b []byte) bool {
+// walk is where a log's valid chunks, read from its start, end.
+type walk struct {
+	end   int64 // offset of the first chunk that is not valid
+	clean bool  // they end at the file's end, an EOF trailer, or an earlier life of a reused file
+	// resume is where the chunk after the invalid one starts, if the
+	// invalid chunk's header is whole (only its payload fails the
+	// checksum) and it ends in its block; -1 otherwise.
+	resume int64
+}
+
+// padding says whether b, the rest of a block, is the zeroes a writer puts
+// where no chunk header fits: under 7 bytes in a MANIFEST; in a WAL, under
+// 19 bytes (Pebble's reader skips those).
+func padding(b []byte, logNum uint32) bool {
+	limit := walSyncHeader
+	if logNum == legacyLog {
+		limit = legacyHeader
+	}
+	return len(b) < limit && allZero(b)
+}
+
+// walkChunks walks the chunks of a log from its start, a block at a time.
+func walkChunks(r io.Reader, logNum uint32) (walk, error) {
+	w := walk{clean: true, resume: -1}
+	err := forEachBlock(r, func(base int64, b []byte) bool {
 		off := 0
 		for off < len(b) {
-			if len(b)-off < walSyncHeader && allZero(b[off:]) {
-				off = len(b) // the writer pads a block's tail that fits no header
+			if padding(b[off:], logNum) {
+				off = len(b)
 				break
+			}
+			if logNum != legacyLog && eofTrailer(b[off:], logNum) {
+				w.end = base + int64(off)
+				return true
 			}
 			c, ok := chunkAt(b, off)
 			if !ok {
-				end, clean = base+int64(off), false
+				w.end, w.clean = base+int64(off), false
+				if end, ok := headerEnd(b, off); ok {
+					w.resume = base + int64(end)
+				}
 				return true
 			}
 			if logNum != legacyLog && c.typ >= firstRecyclable && c.logNum != logNum {
-				end = base + int64(off)
+				w.end = base + int64(off) // an earlier life of a reused file
 				return true
 			}
 			off = c.end
 		}
-		end = base + int64(off)
+		w.end = base + int64(off)
 		return false
 	})
-	return end, clean, err
+	return w, err
 }
 
-// proveDamage looks after stop, where a log's valid chunks end, for a
-// chunk of the same log that proves the log went on past stop: in a
-// MANIFEST any valid chunk with a payload (it is never reused, and each
-// record is synced before the next is written); in a WAL a WAL-sync chunk
-// that says the log was synced past stop. It returns stop if it finds one,
-// or -1: then stop may be a torn write, the log's true end.
-func proveDamage(r io.Reader, stop int64, logNum uint32) (int64, error) {
+// eofTrailer says whether b starts with the trailer a cleanly closed WAL
+// ends with: an empty chunk of the next log number, its checksum zero.
+func eofTrailer(b []byte, logNum uint32) bool {
+	return len(b) >= recyclableHeader && b[6] >= firstRecyclable && b[6] <= lastChunkType &&
+		binary.LittleEndian.Uint16(b[4:]) == 0 && binary.LittleEndian.Uint32(b[7:]) == logNum+1
+}
+
+// headerEnd returns where the chunk at off ends by its header, if the
+// header is of a known type and ends in the block.
+func headerEnd(b []byte, off int) (int, bool) {
+	if off+legacyHeader > len(b) || b[off+6] == 0 || b[off+6] > lastChunkType {
+		return 0, false
+	}
+	end := off + headerSize(b[off+6]) + int(binary.LittleEndian.Uint16(b[off+4:]))
+	return end, end <= len(b)
+}
+
+// proveDamage looks, after a log's valid chunks stop at w.end, for a chunk
+// of the same log that proves the log went on past it: in a MANIFEST a
+// whole record after it (it is never reused, and each record is synced
+// before the next is begun); in a WAL a WAL-sync chunk that says the log
+// was synced past it. Like Pebble's reader it reads only chunk boundaries:
+// from the end of the damaged chunk if its header is whole, and from the
+// start of each later block. It returns w.end if it finds one, or -1: the
+// stop may be a torn write, the log's true end.
+func proveDamage(r io.Reader, w walk, logNum uint32) (int64, error) {
+	stopBlock := w.end / logBlockSize
 	bad := int64(-1)
 	err := forEachBlock(r, func(base int64, b []byte) bool {
-		for p := max(0, int(stop+1-base)); p+legacyHeader <= len(b); p++ {
-			c, ok := chunkAt(b, p)
-			if !ok {
-				continue
+		off := 0
+		switch {
+		case base/logBlockSize < stopBlock:
+			return false
+		case base/logBlockSize == stopBlock:
+			if w.resume < 0 {
+				return false
 			}
-			if logNum == legacyLog && c.typ < firstRecyclable && c.end > p+legacyHeader ||
-				logNum != legacyLog && c.typ >= firstWALSyncType && c.logNum == logNum && c.syncedOff > uint64(stop) {
-				bad = stop
+			off = int(w.resume - base)
+		}
+		for off < len(b) && !padding(b[off:], logNum) {
+			c, ok := chunkAt(b, off)
+			if !ok {
+				break
+			}
+			if proves(c, off, w.end, logNum) {
+				bad = w.end
 				return true
 			}
+			off = c.end
 		}
 		return false
 	})
 	return bad, err
+}
+
+// proves says whether a valid chunk at off shows that the log had been
+// written whole past stop.
+func proves(c chunk, off int, stop int64, logNum uint32) bool {
+	if logNum == legacyLog {
+		return (c.typ == fullChunk || c.typ == firstChunk) && c.end > off+legacyHeader
+	}
+	return c.typ >= firstWALSyncType && c.logNum == logNum && c.syncedOff > uint64(stop)
 }
 
 func allZero(b []byte) bool {
@@ -325,10 +405,10 @@ func recordOptionsSum(fs vfs.FS, dir string) error {
 	if err != nil {
 		return err
 	}
-	newest := ""
+	newest, newestNum := "", uint64(0)
 	for _, n := range names {
-		if strings.HasPrefix(n, "OPTIONS-") && n > newest { // fixed-width numbers sort by value
-			newest = n
+		if num, ok := fileNum(n, "OPTIONS-", ""); ok && (newest == "" || num > newestNum) {
+			newest, newestNum = n, num
 		}
 	}
 	if newest == "" {
@@ -400,8 +480,10 @@ func readFile(fs vfs.FS, path string) ([]byte, error) {
 	return io.ReadAll(f)
 }
 
-// hasManifest says whether dir holds a store already.
-func hasManifest(fs vfs.FS, dir string) bool {
+// isNew says whether dir holds no store yet: no MANIFEST marker, which
+// Pebble writes last when it creates one.
+func isNew(fs vfs.FS, dir string) bool {
 	names, _ := fs.List(dir)
-	return slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "MANIFEST-") })
+	name, _ := currentManifest(names)
+	return name == ""
 }
