@@ -129,6 +129,9 @@ func Open(cfg Config) (*DB, error) {
 			db, err = pebble.Open(cfg.Dir, opts)
 		}
 	}
+	if err == nil {
+		err = removeSupersededManifests(opts.FS, cfg.Dir)
+	}
 	cache.Unref() // the DB holds its own reference
 	if err != nil {
 		lock.Close()

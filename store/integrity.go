@@ -487,3 +487,26 @@ func isNew(fs vfs.FS, dir string) bool {
 	name, _ := currentManifest(names)
 	return name == ""
 }
+
+// removeSupersededManifests deletes the MANIFESTs before the current one.
+// Pebble keeps the last one for debugging and never reads it again; damage
+// in it could not be told from the torn tail a crash leaves, so Ballast
+// keeps no file whose damage it cannot judge.
+func removeSupersededManifests(fs vfs.FS, dir string) error {
+	names, err := fs.List(dir)
+	if err != nil {
+		return err
+	}
+	_, currentNum := currentManifest(names)
+	if currentNum == 0 {
+		return nil
+	}
+	for _, n := range names {
+		if num, ok := fileNum(n, "MANIFEST-", ""); ok && num < currentNum {
+			if err := fs.Remove(filepath.Join(dir, n)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
