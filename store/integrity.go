@@ -456,8 +456,9 @@ func parseOptionsSum(rec []byte) (name string, sum uint32, ok bool) {
 	if i < 0 {
 		return "", 0, false
 	}
-	self, err := strconv.ParseUint(s[i+1:], 16, 32)
-	if err != nil || uint32(self) != maskedCRC([]byte(s[:i])) {
+	// Compared as text: hex parsing would take a flipped case bit ('a' to
+	// 'A') for the same value.
+	if s[i+1:] != fmt.Sprintf("%08x", maskedCRC([]byte(s[:i]))) {
 		return "", 0, false
 	}
 	name, sumText, found := strings.Cut(s[:i], " ")
