@@ -111,7 +111,8 @@ func Open(cfg Config) (*DB, error) {
 		return nil, fmt.Errorf("store: lock %s: %w", cfg.Dir, err)
 	}
 	opts.Lock = lock
-	if err := checkFiles(opts.FS, cfg.Dir); err != nil {
+	fresh, err := checkFiles(opts.FS, cfg.Dir)
+	if err != nil {
 		cache.Unref()
 		lock.Close()
 		if IsCorruption(err) {
@@ -119,7 +120,6 @@ func Open(cfg Config) (*DB, error) {
 		}
 		return nil, fmt.Errorf("store: check %s: %w", cfg.Dir, err)
 	}
-	fresh := isNew(opts.FS, cfg.Dir)
 	db, err := pebble.Open(cfg.Dir, opts)
 	if err == nil && fresh {
 		// A new store's first WAL is written in the older chunk format,
@@ -129,18 +129,15 @@ func Open(cfg Config) (*DB, error) {
 			db, err = pebble.Open(cfg.Dir, opts)
 		}
 	}
-	if err == nil {
-		err = removeSupersededManifests(opts.FS, cfg.Dir)
-	}
 	cache.Unref() // the DB holds its own reference
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
 	}
 	d := &DB{DB: db, log: log, lock: lock}
-	if err := recordOptionsSum(opts.FS, cfg.Dir); err != nil {
+	if err := tidyAfterOpen(opts.FS, cfg.Dir); err != nil {
 		d.closeDB()
-		return nil, fmt.Errorf("store: record the options' checksum in %s: %w", cfg.Dir, err)
+		return nil, fmt.Errorf("store: after opening %s: %w", cfg.Dir, err)
 	}
 	if err := d.verify(); err != nil {
 		d.closeDB()

@@ -36,13 +36,16 @@ import (
 // tell from a torn write is damage in the last record written before a
 // crash; the member then has a shorter log, as after a crash before its
 // sync, and Raft re-sends what it lacks.
-func checkFiles(fs vfs.FS, dir string) error {
+//
+// It reports whether dir holds no store yet (no MANIFEST marker, which
+// Pebble writes last when it creates one).
+func checkFiles(fs vfs.FS, dir string) (fresh bool, err error) {
 	names, err := fs.List(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return true, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	slices.Sort(names)
 	current, currentNum := currentManifest(names)
@@ -69,13 +72,13 @@ func checkFiles(fs vfs.FS, dir string) error {
 			continue
 		}
 		if err != nil {
-			return err
+			return false, err
 		}
 		if bad >= 0 {
-			return fmt.Errorf("%w: %s: a record at offset %d fails its checksum, and records written after it are intact", pebble.ErrCorruption, path, bad)
+			return false, fmt.Errorf("%w: %s: a record at offset %d fails its checksum, and records written after it are intact", pebble.ErrCorruption, path, bad)
 		}
 	}
-	return checkOptionsSum(fs, dir)
+	return current == "", checkOptionsSum(fs, dir)
 }
 
 // The chunk format of Pebble's record logs (pebble/record): a 32 KiB block
@@ -178,7 +181,8 @@ func damagedAt(f io.ReaderAt, size int64, logNum uint32) (int64, error) {
 	if err != nil || w.clean {
 		return -1, err
 	}
-	return proveDamage(io.NewSectionReader(f, 0, size), w, logNum)
+	from := w.end / logBlockSize * logBlockSize // the stop's block: nothing before it is read again
+	return proveDamage(io.NewSectionReader(f, from, size-from), from, w, logNum)
 }
 
 // currentManifest is the MANIFEST Pebble's marker names, as Pebble picks
@@ -219,10 +223,10 @@ func fileNum(name, prefix, suffix string) (uint64, bool) {
 }
 
 // forEachBlock calls fn with each 32 KiB block of a log (the last may be
-// shorter) and its offset, until fn says stop.
-func forEachBlock(r io.Reader, fn func(base int64, block []byte) (stop bool)) error {
+// shorter) and its offset, until fn says stop. r starts at offset from.
+func forEachBlock(r io.Reader, from int64, fn func(base int64, block []byte) (stop bool)) error {
 	block := make([]byte, logBlockSize)
-	for base := int64(0); ; base += logBlockSize {
+	for base := from; ; base += logBlockSize {
 		n, err := io.ReadFull(r, block)
 		if err == io.EOF {
 			return nil
@@ -260,7 +264,7 @@ func padding(b []byte, logNum uint32) bool {
 // walkChunks walks the chunks of a log from its start, a block at a time.
 func walkChunks(r io.Reader, logNum uint32) (walk, error) {
 	w := walk{clean: true, resume: -1}
-	err := forEachBlock(r, func(base int64, b []byte) bool {
+	err := forEachBlock(r, 0, func(base int64, b []byte) bool {
 		off := 0
 		for off < len(b) {
 			if padding(b[off:], logNum) {
@@ -316,15 +320,12 @@ func headerEnd(b []byte, off int) (int, bool) {
 // from the end of the damaged chunk if its header is whole, and from the
 // start of each later block. It returns w.end if it finds one, or -1: the
 // stop may be a torn write, the log's true end.
-func proveDamage(r io.Reader, w walk, logNum uint32) (int64, error) {
-	stopBlock := w.end / logBlockSize
+// r reads the log from offset from, the start of the stop's block.
+func proveDamage(r io.Reader, from int64, w walk, logNum uint32) (int64, error) {
 	bad := int64(-1)
-	err := forEachBlock(r, func(base int64, b []byte) bool {
+	err := forEachBlock(r, from, func(base int64, b []byte) bool {
 		off := 0
-		switch {
-		case base/logBlockSize < stopBlock:
-			return false
-		case base/logBlockSize == stopBlock:
+		if base == from {
 			if w.resume < 0 {
 				return false
 			}
@@ -397,14 +398,23 @@ func checkOptionsSum(fs vfs.FS, dir string) error {
 	return nil
 }
 
-// recordOptionsSum records the checksum of the newest OPTIONS file, which
-// Pebble has just written, atomically: a temporary file renamed over the
-// record, the directory synced.
-func recordOptionsSum(fs vfs.FS, dir string) error {
+// tidyAfterOpen runs once Pebble has opened dir: it removes the superseded
+// MANIFESTs and records the checksum of the OPTIONS file Pebble just wrote.
+func tidyAfterOpen(fs vfs.FS, dir string) error {
 	names, err := fs.List(dir)
 	if err != nil {
 		return err
 	}
+	if err := removeSupersededManifests(fs, dir, names); err != nil {
+		return err
+	}
+	return recordOptionsSum(fs, dir, names)
+}
+
+// recordOptionsSum records the checksum of the newest OPTIONS file among
+// names atomically: a temporary file renamed over the record, the
+// directory synced.
+func recordOptionsSum(fs vfs.FS, dir string, names []string) error {
 	newest, newestNum := "", uint64(0)
 	for _, n := range names {
 		if num, ok := fileNum(n, "OPTIONS-", ""); ok && (newest == "" || num > newestNum) {
@@ -481,30 +491,19 @@ func readFile(fs vfs.FS, path string) ([]byte, error) {
 	return io.ReadAll(f)
 }
 
-// isNew says whether dir holds no store yet: no MANIFEST marker, which
-// Pebble writes last when it creates one.
-func isNew(fs vfs.FS, dir string) bool {
-	names, _ := fs.List(dir)
-	name, _ := currentManifest(names)
-	return name == ""
-}
-
 // removeSupersededManifests deletes the MANIFESTs before the current one.
 // Pebble keeps the last one for debugging and never reads it again; damage
 // in it could not be told from the torn tail a crash leaves, so Ballast
 // keeps no file whose damage it cannot judge.
-func removeSupersededManifests(fs vfs.FS, dir string) error {
-	names, err := fs.List(dir)
-	if err != nil {
-		return err
-	}
+func removeSupersededManifests(fs vfs.FS, dir string, names []string) error {
 	_, currentNum := currentManifest(names)
 	if currentNum == 0 {
 		return nil
 	}
 	for _, n := range names {
 		if num, ok := fileNum(n, "MANIFEST-", ""); ok && num < currentNum {
-			if err := fs.Remove(filepath.Join(dir, n)); err != nil {
+			// Pebble may be deleting it too, in the background.
+			if err := fs.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
 		}

@@ -121,7 +121,7 @@ func TestCheckFilesAcceptsHealthyStores(t *testing.T) {
 	db := syncedWrites(t, dir, 600)
 	crashed := crashCopy(t, dir)
 	db.Close()
-	if err := checkFiles(vfs.Default, crashed); err != nil {
+	if _, err := checkFiles(vfs.Default, crashed); err != nil {
 		t.Fatalf("check of a crashed store: %v", err)
 	}
 	if code := openExitCode(t, crashed); code != 0 {
@@ -157,7 +157,7 @@ func TestCheckFilesFindsAFlipInTheWALsLastBlock(t *testing.T) {
 	if n := countKeys(t, plain); n >= 600 {
 		t.Fatalf("Pebble alone kept all %d keys: the flip missed the records", n)
 	}
-	err := checkFiles(vfs.Default, crashed)
+	_, err := checkFiles(vfs.Default, crashed)
 	if !errors.Is(err, pebble.ErrCorruption) || !strings.Contains(err.Error(), wal) {
 		t.Fatalf("check: %v, want corruption in %s", err, wal)
 	}
@@ -205,7 +205,7 @@ func TestCheckFilesFindsAFlipInTheManifest(t *testing.T) {
 	manifests, _ := filepath.Glob(filepath.Join(crashed, "MANIFEST-*"))
 	manifest := slices.Max(manifests) // the current one, with the flushes' edits
 	flipBit(t, manifest, 20)          // inside the first record
-	err = checkFiles(vfs.Default, crashed)
+	_, err = checkFiles(vfs.Default, crashed)
 	if !errors.Is(err, pebble.ErrCorruption) || !strings.Contains(err.Error(), manifest) {
 		t.Fatalf("check: %v, want corruption in %s", err, manifest)
 	}
@@ -322,20 +322,52 @@ func TestPeriodicSyncMakesUnsyncedWALDamageProvable(t *testing.T) {
 				b := db.NewBatch()
 				b.Set(fmt.Appendf(nil, "k%05d", i), val, nil)
 				db.MustCommit("test", b, pebble.NoSync)
-				if i%50 == 0 {
-					time.Sleep(3 * interval)
+				if i%50 == 0 && interval > 0 {
+					waitForPeriodicSync(t, db)
 				}
 			}
+			// Unsynced commits reach the file when Pebble's flush loop
+			// writes them: wait for all 600 records (over 100 bytes each).
+			waitForWAL(t, dir, 600*100)
 			crashed := crashCopy(t, dir)
 			db.Close()
 			wal := slices.Max(globAll(t, crashed, "*.log"))
 			info, _ := os.Stat(wal)
 			flipBit(t, wal, info.Size()/3)
-			err = checkFiles(vfs.Default, crashed)
+			_, err = checkFiles(vfs.Default, crashed)
 			if detected := errors.Is(err, pebble.ErrCorruption); detected != (interval > 0) {
 				t.Fatalf("check: %v; want corruption found only with a periodic sync", err)
 			}
 		})
+	}
+}
+
+// waitForPeriodicSync waits until the periodic sync has taken up the
+// commits made so far: it clears the flag just before its synced write,
+// which follows them in the WAL.
+func waitForPeriodicSync(t *testing.T, db *DB) {
+	t.Helper()
+	eventually(t, "a periodic sync", func() bool { return !db.unsynced.Load() })
+}
+
+// waitForWAL waits until dir's newest WAL holds at least size bytes.
+func waitForWAL(t *testing.T, dir string, size int64) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("a WAL of %d bytes", size), func() bool {
+		info, err := os.Stat(slices.Max(globAll(t, dir, "*.log")))
+		return err == nil && info.Size() >= size
+	})
+}
+
+// eventually polls cond until it holds, failing after 5 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 5s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
