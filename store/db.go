@@ -1,10 +1,13 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -12,6 +15,11 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/objstorage"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/sstable/blob"
+	"github.com/cockroachdb/pebble/v2/sstable/block"
+	"github.com/cockroachdb/pebble/v2/sstable/colblk"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -44,9 +52,10 @@ type DB struct {
 	sizeAt time.Time
 
 	lock     *pebble.Lock  // the directory's, held from before the open checks until Close
+	rec      *fileRecord   // what a sync made durable, for the next open's checks
 	unsynced atomic.Bool   // a NoSync commit since the last periodic sync
-	stopSync chan struct{} // closed by Close; nil without SyncInterval
-	syncDone chan struct{}
+	stop     chan struct{} // closed by Close: ends housekeep
+	stopped  chan struct{}
 }
 
 // ErrNotFound is returned by Get helpers when a key is absent.
@@ -99,19 +108,20 @@ func Open(cfg Config) (*DB, error) {
 		Fatal(log, "read "+info.Path, fmt.Errorf("%w: %w", pebble.ErrCorruption, info.Details))
 	}}
 	opts.EnsureDefaults()
+	fs := opts.FS
 	// The directory is locked before the checks read it, so they never
 	// read files another process is writing.
-	if err := opts.FS.MkdirAll(cfg.Dir, 0o755); err != nil {
+	if err := fs.MkdirAll(cfg.Dir, 0o755); err != nil {
 		cache.Unref()
 		return nil, fmt.Errorf("store: create %s: %w", cfg.Dir, err)
 	}
-	lock, err := pebble.LockDirectory(cfg.Dir, opts.FS)
+	lock, err := pebble.LockDirectory(cfg.Dir, fs)
 	if err != nil {
 		cache.Unref()
 		return nil, fmt.Errorf("store: lock %s: %w", cfg.Dir, err)
 	}
 	opts.Lock = lock
-	fresh, err := checkFiles(opts.FS, cfg.Dir)
+	fresh, rec, err := checkFiles(fs, cfg.Dir, log)
 	if err != nil {
 		cache.Unref()
 		lock.Close()
@@ -120,6 +130,7 @@ func Open(cfg Config) (*DB, error) {
 		}
 		return nil, fmt.Errorf("store: check %s: %w", cfg.Dir, err)
 	}
+	opts.FS = &trackingFS{FS: fs, rec: rec}
 	db, err := pebble.Open(cfg.Dir, opts)
 	if err == nil && fresh {
 		// A new store's first WAL is written in the older chunk format,
@@ -134,58 +145,156 @@ func Open(cfg Config) (*DB, error) {
 		lock.Close()
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
 	}
-	d := &DB{DB: db, log: log, lock: lock}
-	if err := tidyAfterOpen(opts.FS, cfg.Dir); err != nil {
+	d := &DB{DB: db, log: log, lock: lock, rec: rec, stop: make(chan struct{}), stopped: make(chan struct{})}
+	if err := tidyAfterOpen(opts.FS, cfg.Dir, rec); err != nil {
 		d.closeDB()
 		return nil, fmt.Errorf("store: after opening %s: %w", cfg.Dir, err)
 	}
-	if err := d.verify(); err != nil {
+	if err := verify(fs, cfg.Dir, opts); err != nil {
 		d.closeDB()
+		if IsCorruption(err) {
+			Fatal(log, "verify "+cfg.Dir, err)
+		}
 		return nil, fmt.Errorf("store: verify %s: %w", cfg.Dir, err)
 	}
-	if cfg.SyncInterval > 0 {
-		d.stopSync, d.syncDone = make(chan struct{}), make(chan struct{})
-		go d.syncEvery(cfg.SyncInterval)
-	}
+	go d.housekeep(cfg.SyncInterval)
 	return d, nil
 }
 
-// syncEvery syncs the WAL every interval in which unsynced commits were
-// made, until Close.
-func (db *DB) syncEvery(interval time.Duration) {
-	defer close(db.syncDone)
+// recordInterval is how often the record of synced files is rewritten
+// while it changes: a WAL's bytes synced since are vouched for only by
+// the later chunks that carry a sync offset (integrity.go).
+const recordInterval = 100 * time.Millisecond
+
+// housekeep, until Close, syncs the WAL every syncInterval (if set) in
+// which unsynced commits were made, and writes the record of synced files
+// every recordInterval in which it changed.
+func (db *DB) housekeep(syncInterval time.Duration) {
+	defer close(db.stopped)
+	interval := recordInterval
+	if syncInterval > 0 {
+		interval = min(interval, syncInterval)
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
-		case <-db.stopSync:
+		case <-db.stop:
 			return
 		case <-t.C:
-			if db.unsynced.Swap(false) {
+			if syncInterval > 0 && db.unsynced.Swap(false) {
 				db.Must("periodic sync", func() error { return db.LogData(nil, pebble.Sync) })
 			}
+			db.rec.flush()
 		}
 	}
 }
 
-// verify reads every live key and value once at open, so that Pebble checks
-// each data, index and value block against its checksum: a member with a
-// damaged file stops at start with a clear message, rather than when a
-// read or a compaction first touches the damage. (Pebble checks the WAL and
-// the MANIFEST as it replays them.) It costs one sequential read of the
-// data: about a second per GiB here (docs/robustness.md).
-func (db *DB) verify() error {
-	it, err := db.NewIter(nil)
+// verify reads every block of every table and blob file at open, so that
+// Pebble checks each against its checksum: a member with a damaged file
+// stops at start with a clear message, rather than when a read or a
+// compaction first touches the damage (or never, for a block such as a
+// filter that a read may skip). Pebble checks the WAL and the MANIFEST as
+// it replays them, and checkFiles before. It costs one sequential read of
+// the data (docs/robustness.md).
+func verify(fs vfs.FS, dir string, opts *pebble.Options) error {
+	names, err := fs.List(dir)
 	if err != nil {
 		return err
 	}
-	for it.First(); it.Valid(); it.Next() {
-		if _, err := it.ValueAndErr(); err != nil {
-			it.Close()
-			return err
+	slices.Sort(names)
+	for _, name := range names {
+		var check func(objstorage.Readable) error
+		switch filepath.Ext(name) {
+		case ".sst":
+			check = func(r objstorage.Readable) error {
+				t, err := sstable.NewReader(context.Background(), r, opts.MakeReaderOptions())
+				if err != nil {
+					return err
+				}
+				defer t.Close()
+				return t.ValidateBlockChecksums()
+			}
+		case ".blob":
+			check = verifyBlobFile
+		default:
+			continue
+		}
+		path := filepath.Join(dir, name)
+		if err := verifyFile(fs, path, check); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
 		}
 	}
-	return it.Close()
+	return nil
+}
+
+// verifyBlobFile reads a blob file's index block and every value block
+// it lists, each checked against its checksum.
+func verifyBlobFile(r objstorage.Readable) error {
+	ctx := context.Background()
+	b, err := blob.NewFileReader(ctx, r, blob.FileReaderOptions{})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	index, err := b.ReadIndexBlock(ctx, block.NoReadEnv, nil)
+	if err != nil {
+		return err
+	}
+	defer index.Release()
+	for _, h := range blobValueBlocks(index.BlockData()) {
+		v, err := b.ReadValueBlock(ctx, block.NoReadEnv, nil, h)
+		if err != nil {
+			return err
+		}
+		v.Release()
+	}
+	return nil
+}
+
+// blobValueBlocks lists the value blocks of a blob file's index block (its
+// checksum already checked). The layout is Pebble's (sstable/blob's
+// indexBlockDecoder, which it does not export): a 4-byte count of virtual
+// blocks, then a columnar block whose second column holds each block's
+// start offset and, last, the end of the last one. Pebble is pinned in
+// go.mod, and TestOpenDetectsAFlipInAnyBlock fails if this drifts.
+func blobValueBlocks(index []byte) []block.Handle {
+	const customHeader, offsetsColumn = 4, 1
+	if len(index) < customHeader {
+		return nil
+	}
+	var bd colblk.BlockDecoder
+	bd.Init(index, customHeader)
+	offsets := colblk.DecodeColumn(&bd, offsetsColumn, bd.Rows()+1, colblk.DataTypeUint, colblk.DecodeUnsafeUints)
+	hs := make([]block.Handle, bd.Rows())
+	for i := range hs {
+		start, end := offsets.At(i), offsets.At(i+1)
+		hs[i] = block.Handle{Offset: start, Length: end - start - block.TrailerLen}
+	}
+	return hs
+}
+
+// verifyFile runs check on one file. One Pebble removed since the listing
+// (an obsolete table) is skipped.
+func verifyFile(fs vfs.FS, path string, check func(objstorage.Readable) error) error {
+	f, err := fs.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	r, err := sstable.NewSimpleReadable(f)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	// The readers close r, the blob reader only on success.
+	if err := check(r); err != nil {
+		r.Close()
+		return err
+	}
+	return nil
 }
 
 // Must runs a write (a batch commit, a Set, a LogData) that the member
@@ -232,10 +341,8 @@ func GetCopy(r pebble.Reader, key []byte) ([]byte, error) {
 // Close flushes the memtables first, so the next open has no WAL to replay
 // and a clean restart is fast.
 func (db *DB) Close() error {
-	if db.stopSync != nil {
-		close(db.stopSync)
-		<-db.syncDone
-	}
+	close(db.stop)
+	<-db.stopped
 	if err := db.DB.Flush(); err != nil {
 		db.closeDB()
 		return err
@@ -243,9 +350,11 @@ func (db *DB) Close() error {
 	return db.closeDB()
 }
 
-// closeDB closes Pebble, then releases the directory's lock.
+// closeDB closes Pebble, records what its last syncs made durable, then
+// releases the directory's lock.
 func (db *DB) closeDB() error {
 	err := db.DB.Close()
+	db.rec.flush()
 	if lerr := db.lock.Close(); err == nil {
 		err = lerr
 	}
@@ -334,7 +443,9 @@ var ErrDamaged = errors.New("damaged file")
 // IsCorruption says whether err reports a damaged file: the member must be
 // replaced, not restarted.
 func IsCorruption(err error) bool {
-	return errors.Is(err, pebble.ErrCorruption) || errors.Is(err, ErrDamaged)
+	// Pebble marks some of its own (a block's checksum) in a way only its
+	// errors package sees through a wrap.
+	return errors.Is(err, pebble.ErrCorruption) || errors.Is(err, ErrDamaged) || pebble.IsCorruptionError(err)
 }
 
 // exit is os.Exit; tests replace it.

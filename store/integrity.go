@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -37,21 +38,34 @@ import (
 // crash; the member then has a shorter log, as after a crash before its
 // sync, and Raft re-sends what it lacks.
 //
+// A stop that no later chunk proves is damage all the same if the record
+// of synced files (record.go) says that more of the log had been synced:
+// that finds a flip in a MANIFEST's last record, or a log cut short. A stop
+// past what was synced is a torn write: it is logged, and the member
+// starts (a state store re-applies what it lost from the Raft log; a Raft
+// log gets the entries it lacks from the leader).
+//
 // It reports whether dir holds no store yet (no MANIFEST marker, which
-// Pebble writes last when it creates one).
-func checkFiles(fs vfs.FS, dir string) (fresh bool, err error) {
+// Pebble writes last when it creates one), and returns the record read.
+func checkFiles(fs vfs.FS, dir string, log *slog.Logger) (fresh bool, rec *fileRecord, err error) {
+	rec = newFileRecord(fs, dir, log)
 	names, err := fs.List(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return true, nil
+		return true, rec, nil
 	}
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
+	synced, optName, optSum, err := readRecord(fs, dir)
+	if err != nil {
+		return false, nil, err
+	}
+	rec.load(synced, optName, optSum)
 	slices.Sort(names)
 	current, currentNum := currentManifest(names)
 	for _, name := range names {
 		path := filepath.Join(dir, name)
-		var bad int64 = -1
+		var logNum uint32
 		switch {
 		case strings.HasPrefix(name, "MANIFEST-"):
 			// One the marker does not name yet is being started (a crash
@@ -61,24 +75,34 @@ func checkFiles(fs vfs.FS, dir string) (fresh bool, err error) {
 			if num, ok := fileNum(name, "MANIFEST-", ""); current == "" || !ok || num > currentNum {
 				continue
 			}
-			bad, err = checkLogFile(fs, path, legacyLog)
+			logNum = legacyLog
 		case strings.HasSuffix(name, ".log"):
 			num, perr := strconv.ParseUint(strings.TrimSuffix(name, ".log"), 10, 32)
 			if perr != nil {
 				continue
 			}
-			bad, err = checkLogFile(fs, path, uint32(num))
+			logNum = uint32(num)
 		default:
 			continue
 		}
+		c, err := checkLogFile(fs, path, logNum, synced[name])
 		if err != nil {
-			return false, err
+			return false, nil, err
 		}
-		if bad >= 0 {
-			return false, fmt.Errorf("%w: %s: a record at offset %d fails its checksum, and records written after it are intact", pebble.ErrCorruption, path, bad)
+		switch {
+		case c.proven:
+			return false, nil, fmt.Errorf("%w: %s: a record at offset %d fails its checksum, and records written after it are intact", pebble.ErrCorruption, path, c.stop)
+		case c.stop < synced[name]:
+			return false, nil, fmt.Errorf("%w: %s: its records end at offset %d, but %d bytes of it had been synced", pebble.ErrCorruption, path, c.stop, synced[name])
+		case c.torn:
+			log.Warn("a log ends in a record that fails its checksum, past what had been synced; taken as a torn write and dropped",
+				"file", path, "offset", c.stop, "synced", synced[name], "size", c.size)
 		}
 	}
-	return current == "", checkOptionsSum(fs, dir)
+	if err := checkOptionsSum(fs, dir, optName, optSum); err != nil {
+		return false, nil, err
+	}
+	return current == "", rec, nil
 }
 
 // The chunk format of Pebble's record logs (pebble/record): a 32 KiB block
@@ -154,35 +178,47 @@ func chunkAt(block []byte, off int) (chunk, bool) {
 	return c, true
 }
 
+// logCheck is what checking one log found.
+type logCheck struct {
+	stop   int64 // where its valid records end
+	torn   bool  // they end in a chunk that fails its checksum
+	proven bool  // ... and a later chunk proves the log went on: damage
+	size   int64
+}
+
 // checkLogFile checks a WAL (logNum, from its name) or a MANIFEST
-// (legacyLog). It returns the offset of a damaged chunk that valid chunks
-// after it prove was written whole, or -1.
-func checkLogFile(fs vfs.FS, path string, logNum uint32) (int64, error) {
+// (legacyLog) of which synced bytes are known durable.
+func checkLogFile(fs vfs.FS, path string, logNum uint32, synced int64) (logCheck, error) {
 	f, err := fs.Open(path)
 	if err != nil {
-		return -1, err
+		return logCheck{}, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return -1, err
+		return logCheck{}, err
 	}
-	bad, err := damagedAt(f, st.Size(), logNum)
+	c, err := checkLog(f, st.Size(), logNum)
 	if err != nil {
-		return -1, fmt.Errorf("store: read %s: %w", path, err)
+		return logCheck{}, fmt.Errorf("store: read %s: %w", path, err)
 	}
-	return bad, nil
+	return c, nil
 }
 
-// damagedAt walks a log's chunks and, where they stop short of a clean
+// checkLog walks a log's chunks and, where they stop short of a clean
 // end, looks for the proof that the stop is damage.
-func damagedAt(f io.ReaderAt, size int64, logNum uint32) (int64, error) {
+func checkLog(f io.ReaderAt, size int64, logNum uint32) (logCheck, error) {
 	w, err := walkChunks(io.NewSectionReader(f, 0, size), logNum)
-	if err != nil || w.clean {
-		return -1, err
+	if err != nil {
+		return logCheck{}, err
+	}
+	c := logCheck{stop: w.end, torn: !w.clean, size: size}
+	if w.clean {
+		return c, nil
 	}
 	from := w.end / logBlockSize * logBlockSize // the stop's block: nothing before it is read again
-	return proveDamage(io.NewSectionReader(f, from, size-from), from, w, logNum)
+	c.proven, err = proveDamage(io.NewSectionReader(f, from, size-from), from, w, logNum)
+	return c, err
 }
 
 // currentManifest is the MANIFEST Pebble's marker names, as Pebble picks
@@ -272,7 +308,7 @@ func walkChunks(r io.Reader, logNum uint32) (walk, error) {
 				break
 			}
 			if logNum != legacyLog && eofTrailer(b[off:], logNum) {
-				w.end = base + int64(off)
+				w.end = base + int64(off+headerSize(b[off+6])) // the trailer was synced too
 				return true
 			}
 			c, ok := chunkAt(b, off)
@@ -318,11 +354,11 @@ func headerEnd(b []byte, off int) (int, bool) {
 // before the next is begun); in a WAL a WAL-sync chunk that says the log
 // was synced past it. Like Pebble's reader it reads only chunk boundaries:
 // from the end of the damaged chunk if its header is whole, and from the
-// start of each later block. It returns w.end if it finds one, or -1: the
+// start of each later block. It says whether it finds one; if not, the
 // stop may be a torn write, the log's true end.
 // r reads the log from offset from, the start of the stop's block.
-func proveDamage(r io.Reader, from int64, w walk, logNum uint32) (int64, error) {
-	bad := int64(-1)
+func proveDamage(r io.Reader, from int64, w walk, logNum uint32) (bool, error) {
+	found := false
 	err := forEachBlock(r, from, func(base int64, b []byte) bool {
 		off := 0
 		if base == from {
@@ -337,14 +373,14 @@ func proveDamage(r io.Reader, from int64, w walk, logNum uint32) (int64, error) 
 				break
 			}
 			if proves(c, off, w.end, logNum) {
-				bad = w.end
+				found = true
 				return true
 			}
 			off = c.end
 		}
 		return false
 	})
-	return bad, err
+	return found, err
 }
 
 // proves says whether a valid chunk at off shows that the log had been
@@ -365,42 +401,35 @@ func allZero(b []byte) bool {
 	return true
 }
 
-// optionsSumFile records a checksum of the OPTIONS file Pebble wrote at the
-// last open: Pebble keeps none, and reads back only two names from it.
-const optionsSumFile = "ballast-options.sum"
-
-// checkOptionsSum compares the newest OPTIONS file with the checksum
-// recorded when it was written. A missing record is no damage (a crash
-// between Pebble's write and ours); a damaged record is.
-func checkOptionsSum(fs vfs.FS, dir string) error {
-	path := filepath.Join(dir, optionsSumFile)
-	rec, err := readFile(fs, path)
+// checkOptionsSum compares the OPTIONS file optName with the checksum
+// recorded when it was written. No record is no damage (a crash between
+// Pebble's write and ours), and neither is a missing file (Pebble wrote a
+// newer one and the member stopped before recording it).
+func checkOptionsSum(fs vfs.FS, dir, optName string, optSum uint32) error {
+	if optName == "" {
+		return nil
+	}
+	path := filepath.Join(dir, optName)
+	opts, err := readFile(fs, path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	name, sum, ok := parseOptionsSum(rec)
-	if !ok {
-		return fmt.Errorf("%w: %s: the record of the OPTIONS file's checksum is damaged", pebble.ErrCorruption, path)
-	}
-	opts, err := readFile(fs, filepath.Join(dir, name))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil // Pebble wrote a newer one and we crashed before recording it
-	}
-	if err != nil {
-		return err
-	}
-	if maskedCRC(opts) != sum {
-		return fmt.Errorf("%w: %s: its checksum differs from the one recorded when it was written", pebble.ErrCorruption, filepath.Join(dir, name))
+	if maskedCRC(opts) != optSum {
+		return fmt.Errorf("%w: %s: its checksum differs from the one recorded when it was written", pebble.ErrCorruption, path)
 	}
 	return nil
 }
 
+// legacyOptionsSum is where Ballast kept the OPTIONS checksum before the
+// record of files held it.
+const legacyOptionsSum = "ballast-options.sum"
+
 // tidyAfterOpen runs once Pebble has opened dir: it removes the superseded
 // MANIFESTs and records the checksum of the OPTIONS file Pebble just wrote.
-func tidyAfterOpen(fs vfs.FS, dir string) error {
+func tidyAfterOpen(fs vfs.FS, dir string, rec *fileRecord) error {
 	names, err := fs.List(dir)
 	if err != nil {
 		return err
@@ -408,13 +437,9 @@ func tidyAfterOpen(fs vfs.FS, dir string) error {
 	if err := removeSupersededManifests(fs, dir, names); err != nil {
 		return err
 	}
-	return recordOptionsSum(fs, dir, names)
-}
-
-// recordOptionsSum records the checksum of the newest OPTIONS file among
-// names atomically: a temporary file renamed over the record, the
-// directory synced.
-func recordOptionsSum(fs vfs.FS, dir string, names []string) error {
+	if err := fs.Remove(filepath.Join(dir, legacyOptionsSum)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	newest, newestNum := "", uint64(0)
 	for _, n := range names {
 		if num, ok := fileNum(n, "OPTIONS-", ""); ok && (newest == "" || num > newestNum) {
@@ -428,58 +453,8 @@ func recordOptionsSum(fs vfs.FS, dir string, names []string) error {
 	if err != nil {
 		return err
 	}
-	line := fmt.Sprintf("%s %08x", newest, maskedCRC(opts))
-	rec := fmt.Appendf(nil, "%s %08x\n", line, maskedCRC([]byte(line)))
-	tmp := filepath.Join(dir, optionsSumFile+".tmp")
-	f, err := fs.Create(tmp, vfs.WriteCategoryUnspecified)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(rec)
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return werr
-	}
-	if err := fs.Rename(tmp, filepath.Join(dir, optionsSumFile)); err != nil {
-		return err
-	}
-	d, err := fs.OpenDir(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-// parseOptionsSum reads "OPTIONS-NNNNNN <sum> <sum of what precedes>\n".
-func parseOptionsSum(rec []byte) (name string, sum uint32, ok bool) {
-	s, found := strings.CutSuffix(string(rec), "\n")
-	if !found {
-		return "", 0, false
-	}
-	i := strings.LastIndexByte(s, ' ')
-	if i < 0 {
-		return "", 0, false
-	}
-	// Compared as text: hex parsing would take a flipped case bit ('a' to
-	// 'A') for the same value.
-	if s[i+1:] != fmt.Sprintf("%08x", maskedCRC([]byte(s[:i]))) {
-		return "", 0, false
-	}
-	name, sumText, found := strings.Cut(s[:i], " ")
-	if !found || !strings.HasPrefix(name, "OPTIONS-") || strings.ContainsAny(name, "/\\") {
-		return "", 0, false
-	}
-	v, err := strconv.ParseUint(sumText, 16, 32)
-	if err != nil {
-		return "", 0, false
-	}
-	return name, uint32(v), true
+	rec.setOptions(newest, maskedCRC(opts))
+	return nil
 }
 
 func readFile(fs vfs.FS, path string) ([]byte, error) {

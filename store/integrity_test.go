@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -121,7 +122,7 @@ func TestCheckFilesAcceptsHealthyStores(t *testing.T) {
 	db := syncedWrites(t, dir, 600)
 	crashed := crashCopy(t, dir)
 	db.Close()
-	if _, err := checkFiles(vfs.Default, crashed); err != nil {
+	if _, _, err := checkFiles(vfs.Default, crashed, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("check of a crashed store: %v", err)
 	}
 	if code := openExitCode(t, crashed); code != 0 {
@@ -157,7 +158,7 @@ func TestCheckFilesFindsAFlipInTheWALsLastBlock(t *testing.T) {
 	if n := countKeys(t, plain); n >= 600 {
 		t.Fatalf("Pebble alone kept all %d keys: the flip missed the records", n)
 	}
-	_, err := checkFiles(vfs.Default, crashed)
+	_, _, err := checkFiles(vfs.Default, crashed, slog.New(slog.DiscardHandler))
 	if !errors.Is(err, pebble.ErrCorruption) || !strings.Contains(err.Error(), wal) {
 		t.Fatalf("check: %v, want corruption in %s", err, wal)
 	}
@@ -166,22 +167,132 @@ func TestCheckFilesFindsAFlipInTheWALsLastBlock(t *testing.T) {
 	}
 }
 
-// Damage in the last record written cannot be told from a torn write: the
-// store opens without that record, as after a crash before its sync.
-func TestCheckFilesTakesTheLastRecordForATornWrite(t *testing.T) {
+// Damage in the last record written, past what the record of synced
+// files vouches for, cannot be told from a torn write: the store opens
+// without that record, as after a crash before its sync. Once the record
+// says the bytes were synced, the same flip is damage.
+func TestCheckFilesTakesOnlyAnUnsyncedLastRecordForATornWrite(t *testing.T) {
+	for _, vouched := range []bool{false, true} {
+		t.Run(fmt.Sprint("vouched=", vouched), func(t *testing.T) {
+			dir := t.TempDir()
+			db := syncedWrites(t, dir, 100)
+			db.rec.flush()
+			crashed := crashCopy(t, dir)
+			db.Close()
+			if !vouched { // a crash before the record was written
+				os.Remove(filepath.Join(crashed, recordFile))
+			}
+			wal := onlyFile(t, crashed, "*.log")
+			info, _ := os.Stat(wal)
+			flipBit(t, wal, info.Size()-10)
+			code := openExitCode(t, crashed)
+			if vouched {
+				if code != ExitStorageFailure {
+					t.Fatalf("open: exit %d, want %d", code, ExitStorageFailure)
+				}
+				return
+			}
+			if code != 0 {
+				t.Fatalf("open: exit %d, want it to open", code)
+			}
+			if n := countKeys(t, crashed); n != 99 {
+				t.Fatalf("%d keys, want 99", n)
+			}
+		})
+	}
+}
+
+// A log cut short of what had been synced is damage, even where the cut
+// falls between two records and leaves nothing that fails a checksum.
+func TestCheckFilesFindsALogCutShort(t *testing.T) {
 	dir := t.TempDir()
 	db := syncedWrites(t, dir, 100)
+	db.rec.flush()
 	crashed := crashCopy(t, dir)
 	db.Close()
 	wal := onlyFile(t, crashed, "*.log")
-	info, _ := os.Stat(wal)
-	flipBit(t, wal, info.Size()-10)
-	if code := openExitCode(t, crashed); code != 0 {
-		t.Fatalf("open: exit %d, want it to open", code)
+	f, err := os.Open(wal)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n := countKeys(t, crashed); n != 99 {
-		t.Fatalf("%d keys, want 99", n)
+	info, _ := f.Stat()
+	c, err := checkLog(f, info.Size(), walNum(t, wal))
+	f.Close()
+	if err != nil || c.torn || c.stop != info.Size() {
+		t.Fatalf("an undamaged WAL: %+v, %v", c, err)
 	}
+	// Cut at the start of the last record: a clean end, as a log that was
+	// never written further would have.
+	if err := os.Truncate(wal, lastChunkStart(t, wal)); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = checkFiles(vfs.Default, crashed, slog.New(slog.DiscardHandler))
+	if !errors.Is(err, pebble.ErrCorruption) || !strings.Contains(err.Error(), "had been synced") {
+		t.Fatalf("check of a WAL cut short: %v, want corruption", err)
+	}
+}
+
+// A flip in the last record of the current MANIFEST has no later record to
+// prove it; the record of synced files does, as Pebble syncs each edit.
+func TestCheckFilesFindsAFlipInTheManifestsLastRecord(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := db.Set(fmt.Appendf(nil, "k%d", i), []byte("v"), pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crashed := crashCopy(t, dir)
+	db.Close()
+	manifests, _ := filepath.Glob(filepath.Join(crashed, "MANIFEST-*"))
+	manifest := slices.Max(manifests)
+	flipBit(t, manifest, lastChunkStart(t, manifest)+8) // inside the last record's payload
+	_, _, err = checkFiles(vfs.Default, crashed, slog.New(slog.DiscardHandler))
+	if !errors.Is(err, pebble.ErrCorruption) || !strings.Contains(err.Error(), manifest) {
+		t.Fatalf("check: %v, want corruption in %s", err, manifest)
+	}
+}
+
+// lastChunkStart is the offset of the last valid chunk of a WAL or
+// MANIFEST.
+func lastChunkStart(t *testing.T, path string) int64 {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := int64(-1)
+	for base := 0; base < len(data); base += logBlockSize {
+		b := data[base:min(len(data), base+logBlockSize)]
+		for off := 0; off < len(b); {
+			c, ok := chunkAt(b, off)
+			if !ok {
+				break
+			}
+			if c.end > off+headerSize(c.typ) { // not an empty EOF trailer
+				last = int64(base + off)
+			}
+			off = c.end
+		}
+	}
+	if last < 0 {
+		t.Fatalf("no chunk in %s", path)
+	}
+	return last
+}
+
+func walNum(t *testing.T, path string) uint32 {
+	n, ok := fileNum(filepath.Base(path), "", ".log")
+	if !ok {
+		t.Fatalf("not a WAL: %s", path)
+	}
+	return uint32(n)
 }
 
 // A flipped bit in the middle of a MANIFEST makes Pebble stop reading it
@@ -205,7 +316,7 @@ func TestCheckFilesFindsAFlipInTheManifest(t *testing.T) {
 	manifests, _ := filepath.Glob(filepath.Join(crashed, "MANIFEST-*"))
 	manifest := slices.Max(manifests) // the current one, with the flushes' edits
 	flipBit(t, manifest, 20)          // inside the first record
-	_, err = checkFiles(vfs.Default, crashed)
+	_, _, err = checkFiles(vfs.Default, crashed, slog.New(slog.DiscardHandler))
 	if !errors.Is(err, pebble.ErrCorruption) || !strings.Contains(err.Error(), manifest) {
 		t.Fatalf("check: %v, want corruption in %s", err, manifest)
 	}
@@ -213,7 +324,7 @@ func TestCheckFilesFindsAFlipInTheManifest(t *testing.T) {
 
 // The OPTIONS file has no checksum of its own; Ballast records one.
 func TestCheckFilesFindsAFlipInTheOptions(t *testing.T) {
-	for _, target := range []string{"OPTIONS-*", optionsSumFile} {
+	for _, target := range []string{"OPTIONS-*", recordFile} {
 		t.Run(target, func(t *testing.T) {
 			dir := t.TempDir()
 			if code := openExitCode(t, dir); code != 0 {
@@ -221,7 +332,7 @@ func TestCheckFilesFindsAFlipInTheOptions(t *testing.T) {
 			}
 			path := onlyFile(t, dir, target)
 			flipBit(t, path, 12)
-			if target == optionsSumFile {
+			if target == recordFile {
 				// Also a flip that only changes a hex digit's case.
 				b, _ := os.ReadFile(path)
 				flipBit(t, path, 12)                                    // undo
@@ -240,7 +351,7 @@ func TestCheckFilesFindsAFlipInTheOptions(t *testing.T) {
 	if code := openExitCode(t, dir); code != 0 {
 		t.Fatal("first open failed")
 	}
-	os.Remove(filepath.Join(dir, optionsSumFile))
+	os.Remove(filepath.Join(dir, recordFile))
 	if code := openExitCode(t, dir); code != 0 {
 		t.Fatalf("open without a record: exit %d", code)
 	}
@@ -267,13 +378,17 @@ func FuzzDamagedChunk(f *testing.F) {
 	})
 }
 
-// damagedLog runs the check of a WAL or MANIFEST over data.
+// damagedLog runs the check of a WAL or MANIFEST over data, and returns
+// where it proves damage, or -1.
 func damagedLog(t *testing.T, data []byte, logNum uint32) int64 {
-	bad, err := damagedAt(bytes.NewReader(data), int64(len(data)), logNum)
+	c, err := checkLog(bytes.NewReader(data), int64(len(data)), logNum)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return bad
+	if !c.proven {
+		return -1
+	}
+	return c.stop
 }
 
 // legacyChunk is one full legacy chunk holding p (cut to fit a block).
@@ -334,7 +449,7 @@ func TestPeriodicSyncMakesUnsyncedWALDamageProvable(t *testing.T) {
 			wal := slices.Max(globAll(t, crashed, "*.log"))
 			info, _ := os.Stat(wal)
 			flipBit(t, wal, info.Size()/3)
-			_, err = checkFiles(vfs.Default, crashed)
+			_, _, err = checkFiles(vfs.Default, crashed, slog.New(slog.DiscardHandler))
 			if detected := errors.Is(err, pebble.ErrCorruption); detected != (interval > 0) {
 				t.Fatalf("check: %v; want corruption found only with a periodic sync", err)
 			}

@@ -50,7 +50,7 @@ func (r *result) summary() string {
 		fmt.Fprintf(&b, "\n  disk full: %s", d)
 	}
 	for _, c := range r.Corruption {
-		fmt.Fprintf(&b, "\n  corruption: %s: detected=%v panicked=%v %s", c.What, c.Detected, c.Panicked, c.Message)
+		fmt.Fprintf(&b, "\n  corruption: %s: detected=%v warned=%v panicked=%v %s", c.What, c.Detected, c.Warned, c.Panicked, c.Message)
 	}
 	return b.String()
 }

@@ -71,7 +71,8 @@ type corruptionNote struct {
 	File     string // relative to the data directory
 	What     string
 	Detected bool   // the member refused to start
-	Message  string // the last lines of its log when it refused
+	Warned   bool   // it started, and logged that it dropped the file's damaged tail
+	Message  string // the last lines of its log when it refused, or its warning
 	Panicked bool
 }
 
@@ -138,10 +139,24 @@ func (c *cluster) noteCorruption(n *harness.Node, file, what string, readyErr er
 	note.Panicked = strings.Contains(log, "panic:") || strings.Contains(log, "goroutine ")
 	if note.Detected {
 		note.Message = exitReason(log)
+	} else if line := tornTailWarning(log, file); line != "" {
+		note.Warned, note.Message = true, line
 	}
 	c.mu.Lock()
 	c.res.Corruption = append(c.res.Corruption, note)
 	c.mu.Unlock()
+}
+
+// tornTailWarning is the line in which a member that started says it
+// dropped the damaged tail of file (a WAL or MANIFEST past what had been
+// synced, as a crash leaves it), or "".
+func tornTailWarning(log, file string) string {
+	for line := range strings.Lines(log) {
+		if strings.Contains(line, "taken as a torn write") && strings.Contains(line, file) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
 }
 
 // exitReason picks from the log of a process that stopped why it did: a

@@ -22,7 +22,7 @@ func summarize(results []*result) string {
 	by := map[string]*perFault{}
 	var gaps []time.Duration
 	var ops, stale, revs, violations int
-	corrupt := map[string][2]int{} // file kind -> {refused to start, started and agreed}
+	corrupt := map[string][3]int{} // file kind -> {refused to start, started with a warning, started silently}
 	var panics int
 	for _, r := range results {
 		f := by[r.Fault]
@@ -46,10 +46,13 @@ func summarize(results []*result) string {
 		for _, c := range r.Corruption {
 			kind := fileKind(c.File)
 			n := corrupt[kind]
-			if c.Detected {
+			switch {
+			case c.Detected:
 				n[0]++
-			} else {
+			case c.Warned:
 				n[1]++
+			default:
+				n[2]++
 			}
 			corrupt[kind] = n
 			if c.Panicked {
@@ -78,9 +81,9 @@ func summarize(results []*result) string {
 	if len(corrupt) > 0 {
 		fmt.Fprintf(&b, "corrupted files (%d panics):\n", panics)
 		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "file\trefused to start\tstarted (and agreed)")
+		fmt.Fprintln(tw, "file\trefused to start\tstarted, warned of a torn tail\tstarted silently")
 		for _, k := range slices.Sorted(maps.Keys(corrupt)) {
-			fmt.Fprintf(tw, "%s\t%d\t%d\n", k, corrupt[k][0], corrupt[k][1])
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", k, corrupt[k][0], corrupt[k][1], corrupt[k][2])
 		}
 		tw.Flush()
 	}
@@ -95,8 +98,8 @@ func fileKind(file string) string {
 		return "member file"
 	case strings.HasPrefix(base, "OPTIONS"):
 		return "OPTIONS (Pebble's options record)"
-	case strings.HasPrefix(base, "ballast-options.sum"):
-		return "OPTIONS checksum (Ballast's record)"
+	case strings.HasPrefix(base, "ballast-files.sum"):
+		return "Ballast's record of synced files"
 	case strings.HasPrefix(base, "MANIFEST"):
 		return "MANIFEST"
 	case dir == "snap/" || strings.HasPrefix(dir, "snap/"):
