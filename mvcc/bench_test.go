@@ -2,26 +2,37 @@ package mvcc
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
-// BenchmarkApplyPuts applies batches of 100 entries of one put each.
+// BenchmarkApplyPuts applies batches of 100 entries of one put each, to
+// keys in turn or at random among 100,000 (as many clients write).
 func BenchmarkApplyPuts(b *testing.B) {
-	ts := openTestStore(b, nil, Config{})
-	value := make([]byte, 128)
-	batch := make([]Entry, 100)
-	i := 0
-	b.ReportAllocs()
-	for b.Loop() {
-		for j := range batch {
-			i++
-			batch[j] = marshalEntry(b, uint64(i), &pb.InternalRaftRequest{Put: &pb.PutRequest{Key: fmt.Appendf(nil, "key-%08d", i%100000), Value: value}})
-		}
-		ts.s.Apply(batch)
+	for _, random := range []bool{false, true} {
+		b.Run(fmt.Sprint("random=", random), func(b *testing.B) {
+			ts := openTestStore(b, nil, Config{})
+			rng := rand.New(rand.NewPCG(1, 2))
+			value := make([]byte, 128)
+			batch := make([]Entry, 100)
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				for j := range batch {
+					i++
+					k := i % 100000
+					if random {
+						k = rng.IntN(100000)
+					}
+					batch[j] = marshalEntry(b, uint64(i), &pb.InternalRaftRequest{Put: &pb.PutRequest{Key: fmt.Appendf(nil, "key-%08d", k), Value: value}})
+				}
+				ts.s.Apply(batch)
+			}
+			b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "puts/s")
+		})
 	}
-	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "puts/s")
 }
 
 // BenchmarkRange reads 500 of 10,000 keys, at the current revision (the
