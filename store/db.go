@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -150,7 +151,7 @@ func Open(cfg Config) (*DB, error) {
 		d.closeDB()
 		return nil, fmt.Errorf("store: after opening %s: %w", cfg.Dir, err)
 	}
-	if err := verify(fs, cfg.Dir, opts); err != nil {
+	if err := verify(db, fs, cfg.Dir, opts); err != nil {
 		d.closeDB()
 		if IsCorruption(err) {
 			Fatal(log, "verify "+cfg.Dir, err)
@@ -190,38 +191,44 @@ func (db *DB) housekeep(syncInterval time.Duration) {
 	}
 }
 
-// verify reads every block of every table and blob file at open, so that
-// Pebble checks each against its checksum: a member with a damaged file
-// stops at start with a clear message, rather than when a read or a
+// verify reads every block of every live table and blob file at open, so
+// that Pebble checks each against its checksum: a member with a damaged
+// file stops at start with a clear message, rather than when a read or a
 // compaction first touches the damage (or never, for a block such as a
 // filter that a read may skip). Pebble checks the WAL and the MANIFEST as
 // it replays them, and checkFiles before. It costs one sequential read of
 // the data (docs/robustness.md).
-func verify(fs vfs.FS, dir string, opts *pebble.Options) error {
-	names, err := fs.List(dir)
+//
+// Only the current version's files are read: a crash during a flush or a
+// compaction leaves a partly written file that no version names, which
+// Pebble deletes in the background after it opens. A blob file that a
+// rewrite replaced is named by the number of the one it replaced, so it is
+// not read here; Pebble still checks each block it reads from it.
+func verify(db *pebble.DB, fs vfs.FS, dir string, opts *pebble.Options) error {
+	levels, err := db.SSTables()
 	if err != nil {
 		return err
 	}
-	slices.Sort(names)
-	for _, name := range names {
-		var check func(objstorage.Readable) error
-		switch filepath.Ext(name) {
-		case ".sst":
-			check = func(r objstorage.Readable) error {
-				t, err := sstable.NewReader(context.Background(), r, opts.MakeReaderOptions())
-				if err != nil {
-					return err
-				}
-				defer t.Close()
-				return t.ValidateBlockChecksums()
-			}
-		case ".blob":
-			check = verifyBlobFile
-		default:
-			continue
+	live := map[string]func(objstorage.Readable) error{}
+	checkTable := func(r objstorage.Readable) error {
+		t, err := sstable.NewReader(context.Background(), r, opts.MakeReaderOptions())
+		if err != nil {
+			return err
 		}
+		defer t.Close()
+		return t.ValidateBlockChecksums()
+	}
+	for _, level := range levels {
+		for _, t := range level {
+			live[fmt.Sprintf("%06d.sst", uint64(t.BackingSSTNum))] = checkTable
+			for _, id := range t.GetBlobReferenceFiles() {
+				live[fmt.Sprintf("%06d.blob", uint64(id))] = verifyBlobFile
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(live)) {
 		path := filepath.Join(dir, name)
-		if err := verifyFile(fs, path, check); err != nil {
+		if err := verifyFile(fs, path, live[name]); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
 	}
@@ -274,8 +281,8 @@ func blobValueBlocks(index []byte) []block.Handle {
 	return hs
 }
 
-// verifyFile runs check on one file. One Pebble removed since the listing
-// (an obsolete table) is skipped.
+// verifyFile runs check on one file. One Pebble removed since (a table a
+// compaction replaced) is skipped.
 func verifyFile(fs vfs.FS, path string, check func(objstorage.Readable) error) error {
 	f, err := fs.Open(path)
 	if errors.Is(err, os.ErrNotExist) {

@@ -109,6 +109,24 @@ func TestOpenDetectsAFlipInAnyBlock(t *testing.T) {
 	}
 }
 
+// A crash during a flush or a compaction leaves a partly written table or
+// blob file that no version names; Pebble deletes it after it opens. It is
+// no damage, and the store opens.
+func TestOpenIgnoresFilesACrashLeftHalfWritten(t *testing.T) {
+	dir := t.TempDir()
+	if code := openExitCode(t, dir); code != 0 {
+		t.Fatalf("first open: exit %d", code)
+	}
+	for _, name := range []string{"000999.sst", "001000.blob"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("half a table"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code := openExitCode(t, dir); code != 0 {
+		t.Fatalf("open with a crash's half-written files: exit %d, want it to open", code)
+	}
+}
+
 // filterBlockOffset is an offset inside a table's filter block.
 func filterBlockOffset(t *testing.T, path string) int {
 	t.Helper()

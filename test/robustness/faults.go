@@ -186,7 +186,7 @@ func (c *cluster) restart(nodes ...*harness.Node) error {
 	}
 	for _, n := range nodes {
 		if err := n.AwaitReady(); err != nil {
-			return fmt.Errorf("%s did not come back: %w", n.Name, err)
+			return fmt.Errorf("%s did not come back: %w: %s", n.Name, err, exitReason(n.Log()))
 		}
 	}
 	return nil
