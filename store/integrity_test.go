@@ -235,25 +235,9 @@ func TestCheckFilesFindsALogCutShort(t *testing.T) {
 // A flip in the last record of the current MANIFEST has no later record to
 // prove it; the record of synced files does, as Pebble syncs each edit.
 func TestCheckFilesFindsAFlipInTheManifestsLastRecord(t *testing.T) {
-	dir := t.TempDir()
-	db, err := Open(Config{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		if err := db.Set(fmt.Appendf(nil, "k%d", i), []byte("v"), pebble.Sync); err != nil {
-			t.Fatal(err)
-		}
-		if err := db.Flush(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	crashed := crashCopy(t, dir)
-	db.Close()
-	manifests, _ := filepath.Glob(filepath.Join(crashed, "MANIFEST-*"))
-	manifest := slices.Max(manifests)
+	crashed, manifest := crashAfterFlushes(t, 3)
 	flipBit(t, manifest, lastChunkStart(t, manifest)+8) // inside the last record's payload
-	_, _, err = checkFiles(vfs.Default, crashed, slog.New(slog.DiscardHandler))
+	_, _, err := checkFiles(vfs.Default, crashed, slog.New(slog.DiscardHandler))
 	if !errors.Is(err, pebble.ErrCorruption) || !strings.Contains(err.Error(), manifest) {
 		t.Fatalf("check: %v, want corruption in %s", err, manifest)
 	}
@@ -295,15 +279,16 @@ func walNum(t *testing.T, path string) uint32 {
 	return uint32(n)
 }
 
-// A flipped bit in the middle of a MANIFEST makes Pebble stop reading it
-// there; Ballast refuses to open.
-func TestCheckFilesFindsAFlipInTheManifest(t *testing.T) {
+// crashAfterFlushes writes and flushes n times (n version edits after the
+// first), and returns a crash copy of the store and its current MANIFEST.
+func crashAfterFlushes(t *testing.T, n int) (crashed, manifest string) {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := Open(Config{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 5 { // five flushes: five version edits after the first
+	for i := range n {
 		if err := db.Set(fmt.Appendf(nil, "k%d", i), []byte("v"), pebble.Sync); err != nil {
 			t.Fatal(err)
 		}
@@ -311,12 +296,18 @@ func TestCheckFilesFindsAFlipInTheManifest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	crashed := crashCopy(t, dir)
+	crashed = crashCopy(t, dir)
 	db.Close()
 	manifests, _ := filepath.Glob(filepath.Join(crashed, "MANIFEST-*"))
-	manifest := slices.Max(manifests) // the current one, with the flushes' edits
-	flipBit(t, manifest, 20)          // inside the first record
-	_, _, err = checkFiles(vfs.Default, crashed, slog.New(slog.DiscardHandler))
+	return crashed, slices.Max(manifests)
+}
+
+// A flipped bit in the middle of a MANIFEST makes Pebble stop reading it
+// there; Ballast refuses to open.
+func TestCheckFilesFindsAFlipInTheManifest(t *testing.T) {
+	crashed, manifest := crashAfterFlushes(t, 5)
+	flipBit(t, manifest, 20) // inside the first record
+	_, _, err := checkFiles(vfs.Default, crashed, slog.New(slog.DiscardHandler))
 	if !errors.Is(err, pebble.ErrCorruption) || !strings.Contains(err.Error(), manifest) {
 		t.Fatalf("check: %v, want corruption in %s", err, manifest)
 	}
