@@ -48,19 +48,18 @@ import (
 // It reports whether dir holds no store yet (no MANIFEST marker, which
 // Pebble writes last when it creates one), and returns the record read.
 func checkFiles(fs vfs.FS, dir string, log *slog.Logger) (fresh bool, rec *fileRecord, err error) {
-	rec = newFileRecord(fs, dir, log)
 	names, err := fs.List(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return true, rec, nil
+		names, err = nil, nil // a new store: nothing to check
 	}
 	if err != nil {
 		return false, nil, err
 	}
-	synced, optName, optSum, err := readRecord(fs, dir)
+	rec, err = readRecord(fs, dir, log)
 	if err != nil {
 		return false, nil, err
 	}
-	rec.load(synced, optName, optSum)
+	synced := rec.synced
 	slices.Sort(names)
 	current, currentNum := currentManifest(names)
 	for _, name := range names {
@@ -99,7 +98,7 @@ func checkFiles(fs vfs.FS, dir string, log *slog.Logger) (fresh bool, rec *fileR
 				"file", path, "offset", c.stop, "synced", synced[name], "size", c.size)
 		}
 	}
-	if err := checkOptionsSum(fs, dir, optName, optSum); err != nil {
+	if err := checkOptionsSum(fs, dir, rec.optName, rec.optSum); err != nil {
 		return false, nil, err
 	}
 	return current == "", rec, nil

@@ -40,31 +40,29 @@ type fileRecord struct {
 
 	mu      sync.Mutex // serialises changes and writes of the record
 	synced  map[string]int64
-	options string // "OPTIONS-NNNNNN <checksum>", or ""
-	dirty   bool   // changed since last written
-	failed  bool   // the last write failed (logged once)
-}
-
-func newFileRecord(fs vfs.FS, dir string, log *slog.Logger) *fileRecord {
-	return &fileRecord{fs: fs, dir: dir, log: log, synced: map[string]int64{}}
+	optName string // the OPTIONS file whose checksum is optSum, or ""
+	optSum  uint32
+	dirty   bool // changed since last written
+	failed  bool // the last write failed (logged once)
 }
 
 // readRecord reads dir's record. A missing record is an empty one (a store
 // from before it existed, or a crash before its first write).
-func readRecord(fs vfs.FS, dir string) (synced map[string]int64, optName string, optSum uint32, err error) {
+func readRecord(fs vfs.FS, dir string, log *slog.Logger) (*fileRecord, error) {
+	r := &fileRecord{fs: fs, dir: dir, log: log, synced: map[string]int64{}}
 	path := filepath.Join(dir, recordFile)
 	b, err := readFile(fs, path)
 	if errors.Is(err, os.ErrNotExist) {
-		return map[string]int64{}, "", 0, nil
+		return r, nil
 	}
 	if err != nil {
-		return nil, "", 0, err
+		return nil, err
 	}
-	synced, optName, optSum, ok := parseRecord(string(b))
-	if !ok {
-		return nil, "", 0, fmt.Errorf("%w: %s: Ballast's record of its files fails its checksum", pebble.ErrCorruption, path)
+	var ok bool
+	if r.synced, r.optName, r.optSum, ok = parseRecord(string(b)); !ok {
+		return nil, fmt.Errorf("%w: %s: Ballast's record of its files fails its checksum", pebble.ErrCorruption, path)
 	}
-	return synced, optName, optSum, nil
+	return r, nil
 }
 
 // parseRecord reads lines "<file> synced <bytes>" and "<OPTIONS file> sum
@@ -112,16 +110,6 @@ func cutLastLine(s string) (body, last string, ok bool) {
 	return s[:i+1], s[i+1:], true
 }
 
-// load starts the in-memory record from what is on disk.
-func (r *fileRecord) load(synced map[string]int64, optName string, optSum uint32) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.synced = synced
-	if optName != "" {
-		r.options = fmt.Sprintf("%s %08x", optName, optSum)
-	}
-}
-
 // noteSynced records that name's first n bytes are durable. With now the
 // record is written at once (a MANIFEST: its syncs are rare, and the check
 // must cover its last record); otherwise by the next flush.
@@ -153,7 +141,7 @@ func (r *fileRecord) forget(name string) {
 func (r *fileRecord) setOptions(name string, sum uint32) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.options = fmt.Sprintf("%s %08x", name, sum)
+	r.optName, r.optSum = name, sum
 	r.dirty = true
 	r.writeLocked()
 }
@@ -172,9 +160,8 @@ func (r *fileRecord) flush() {
 // not written just vouches for fewer.
 func (r *fileRecord) writeLocked() {
 	var b strings.Builder
-	if r.options != "" {
-		name, sum, _ := strings.Cut(r.options, " ")
-		fmt.Fprintf(&b, "%s sum %s\n", name, sum)
+	if r.optName != "" {
+		fmt.Fprintf(&b, "%s sum %08x\n", r.optName, r.optSum)
 	}
 	for _, name := range slices.Sorted(maps.Keys(r.synced)) {
 		fmt.Fprintf(&b, "%s synced %d\n", name, r.synced[name])
