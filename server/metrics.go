@@ -86,6 +86,12 @@ func newMetrics(s *Server) *metrics {
 	m.watchStreams = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "etcd", Subsystem: "debugging", Name: "mvcc_watch_stream_total", Help: "Total number of watch streams."})
 	m.hashChecks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ballast", Subsystem: "server", Name: "corruption_checks_total",
 		Help: "Corruption checks run by this member as leader, by outcome: ok, mismatch (a CORRUPT alarm was raised) or incomplete (a member did not answer)."}, []string{"outcome"})
+	// Every outcome is exported from the start, at zero, so that a rate or
+	// an increase over the first checks is seen (a series that appears only
+	// at its first increment hides that increment from both).
+	for _, outcome := range []string{"ok", "mismatch", "incomplete"} {
+		m.hashChecks.WithLabelValues(outcome)
+	}
 	m.placementActions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ballast", Subsystem: "placement", Name: "actions_total",
 		Help: "Membership changes placement made on this member as leader, by kind and outcome (ok, failed)."}, []string{"kind", "outcome"})
 	m.votersPerRegion = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "ballast", Subsystem: "placement", Name: "voters",

@@ -96,6 +96,11 @@ func TestMetricsServeTheDashboard(t *testing.T) {
 	if want := fmt.Sprintf(`etcd_server_id{server_id="%x"} 1`, ids[leader]); !strings.Contains(text, want) {
 		t.Errorf("/metrics lacks %s", want)
 	}
+	// A counter by outcome is there from the start, so a dashboard's rate
+	// sees its first increment.
+	for _, outcome := range []string{"ok", "mismatch", "incomplete"} {
+		harness.MetricValue(t, text, `ballast_server_corruption_checks_total\{outcome="`+outcome+`"\}`)
+	}
 }
 
 // dashboardMetrics returns every metric name the dashboard's queries use.
