@@ -208,8 +208,9 @@ func writeAtomically(fs vfs.FS, dir, name string, data []byte) error {
 }
 
 // trackingFS is the FS Pebble writes through: it tells the record how much
-// of each WAL and MANIFEST a successful sync made durable, and forgets
-// files Pebble removes or reuses.
+// of each WAL and MANIFEST a successful sync made durable, forgets files
+// Pebble removes or reuses, and gathers the writes of new tables and blob
+// files (bufferedFile).
 type trackingFS struct {
 	vfs.FS
 	rec *fileRecord
@@ -241,6 +242,9 @@ func (fs *trackingFS) track(name string, f vfs.File, err error) (vfs.File, error
 		return f, err
 	}
 	base := filepath.Base(name)
+	if strings.HasSuffix(base, ".sst") || strings.HasSuffix(base, ".blob") {
+		return newBufferedFile(f), nil
+	}
 	manifest := strings.HasPrefix(base, "MANIFEST-")
 	if !manifest && !strings.HasSuffix(base, ".log") {
 		return f, nil
