@@ -2,6 +2,8 @@ package raftlog
 
 import (
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -18,9 +20,10 @@ import (
 // It wraps the network transport, and from the AppendEntries exchanges of
 // the leader's own replication learns, per follower, the last entry the
 // follower acknowledged storing and the highest commit index Raft already
-// sent it. When the leader applies (so has committed) new entries, every
-// follower that stores them but has not been told gets an AppendEntries
-// with no entries whose previous entry is the committed one itself:
+// sent it. As soon as the leader's Raft hands committed entries to its state
+// machine (before it applies them, so that the followers apply them while
+// it does), every follower that stores them but has not been told gets an
+// AppendEntries with no entries whose previous entry is the committed one:
 // PrevLogEntry = LeaderCommitIndex = c, PrevLogTerm = the term of entry c.
 // The follower accepts it only if its entry c has that term, which by Raft's
 // log matching means its log equals the leader's through c, so it commits
@@ -32,22 +35,36 @@ import (
 // to the followers at the same time. Just before the leader syncs an append
 // (LogStore.BeforeSync), every follower that has acknowledged everything
 // before it gets the entries in an AppendEntries of its own, so it stores
-// them while the leader does. Raft's own AppendEntries for them then finds
-// them stored and is answered without another sync. Nothing else changes:
-// the leader counts a follower only from Raft's own exchange, and itself
-// only once its sync returned, so an entry still commits only once it is
-// durable on a quorum.
+// them while the leader does, and acknowledges them once they are durable.
+//
+// Raft's own AppendEntries for entries a follower has acknowledged that way
+// is not sent again: the pipeline answers it with the follower's
+// acknowledgment (waiting for it if the early send is still out), so each
+// entry crosses to a caught-up follower once, as in etcd. That answer is
+// the follower's own, given in this leader's term after it made the entries
+// durable; Raft counts it exactly as it would the same answer to its own
+// message, which could as well have arrived late. An early send that fails
+// answers Raft's message with a failure (or the follower's newer term), and
+// Raft restarts replication to that follower from what it acknowledged.
+// The leader counts itself only once its own sync returned, so an entry
+// still commits only once it is durable on a quorum.
 
 // commitTransport is the network transport plus the commit notifier.
 type commitTransport struct {
 	*raft.NetworkTransport
 	stopCh <-chan struct{}
 
-	mu      sync.Mutex
-	raft    *raft.Raft // set once Raft runs; nil until then
-	header  raft.RPCHeader
-	applied entryID // the leader's last applied entry
-	peers   map[raft.ServerID]*peerCommits
+	mu     sync.Mutex
+	raft   *raft.Raft // set once Raft runs; nil until then
+	header raft.RPCHeader
+	// committed is the last entry this member's Raft handed to its state
+	// machine: committed, and maybe not applied yet.
+	committed entryID
+	peers     map[raft.ServerID]*peerCommits
+
+	// appendsSent counts the AppendEntries with entries sent to
+	// followers, early or by Raft.
+	appendsSent atomic.Uint64
 }
 
 // entryID names a log entry.
@@ -57,12 +74,24 @@ type entryID struct{ index, term uint64 }
 type peerCommits struct {
 	id    raft.ServerID
 	addr  raft.ServerAddress
-	term  uint64                     // the leader term match and told belong to
-	match entryID                    // last entry it acknowledged storing
-	told  uint64                     // highest commit index sent to it
-	early *raft.AppendEntriesRequest // entries to send early, if any
+	term  uint64     // the leader term match and told belong to
+	match entryID    // last entry it acknowledged storing
+	told  uint64     // highest commit index sent to it
+	early *earlySend // entries sent early, queued or in flight; nil if none
 	kick  chan struct{}
 }
+
+// earlySend is one AppendEntries sent ahead of Raft's own; done is closed
+// once resp and err hold the follower's answer.
+type earlySend struct {
+	req  *raft.AppendEntriesRequest
+	resp raft.AppendEntriesResponse
+	err  error
+	done chan struct{}
+}
+
+// last is the index of the last entry it carries.
+func (e *earlySend) last() uint64 { return e.req.Entries[len(e.req.Entries)-1].Index }
 
 func newCommitTransport(t *raft.NetworkTransport, stopCh <-chan struct{}) *commitTransport {
 	return &commitTransport{NetworkTransport: t, stopCh: stopCh, peers: map[raft.ServerID]*peerCommits{}}
@@ -76,21 +105,22 @@ func (t *commitTransport) start(r *raft.Raft, header raft.RPCHeader) {
 	t.mu.Unlock()
 }
 
-// appliedUpTo records that this member applied through e; as leader, its
-// followers are told.
-func (t *commitTransport) appliedUpTo(e entryID) {
+// committedUpTo records that this member's Raft committed through e; as
+// leader, its followers are told.
+func (t *commitTransport) committedUpTo(e entryID) {
 	t.mu.Lock()
-	if e.index > t.applied.index {
-		t.applied = e
+	defer t.mu.Unlock()
+	if e.index <= t.committed.index {
+		return
 	}
+	t.committed = e
 	for _, p := range t.peers {
 		// Only a commit index this follower has and was not told of is
 		// worth a wake-up (early entries kick on their own).
-		if p.told < min(p.match.index, t.applied.index) {
+		if p.told < min(p.match.index, e.index) {
 			kick(p.kick)
 		}
 	}
-	t.mu.Unlock()
 }
 
 func kick(ch chan struct{}) {
@@ -136,14 +166,14 @@ func (t *commitTransport) sendEarly(prev entryID, logs []*raft.Log) {
 			continue
 		}
 
-		p.early = &raft.AppendEntriesRequest{
+		p.early = &earlySend{req: &raft.AppendEntriesRequest{
 			RPCHeader:         t.header,
 			Term:              term,
 			PrevLogEntry:      prev.index,
 			PrevLogTerm:       prev.term,
 			Entries:           logs,
-			LeaderCommitIndex: min(t.applied.index, prev.index),
-		}
+			LeaderCommitIndex: min(t.committed.index, prev.index),
+		}, done: make(chan struct{})}
 		kick(p.kick)
 	}
 }
@@ -170,7 +200,7 @@ func (t *commitTransport) answered(id raft.ServerID, args *raft.AppendEntriesReq
 	t.mu.Lock()
 	if p := t.peers[id]; p != nil && args.Term == p.term && last.index > p.match.index {
 		p.match = last
-		if p.told < min(last.index, t.applied.index) {
+		if p.told < min(last.index, t.committed.index) {
 			kick(p.kick)
 		}
 	}
@@ -190,10 +220,12 @@ func (t *commitTransport) notify(p *peerCommits) {
 		early, addr := p.early, p.addr
 		t.mu.Unlock()
 		if early != nil {
-			var resp raft.AppendEntriesResponse
-			if err := t.NetworkTransport.AppendEntries(p.id, addr, early, &resp); err == nil {
-				t.answered(p.id, early, &resp)
+			t.appendsSent.Add(1)
+			early.err = t.NetworkTransport.AppendEntries(p.id, addr, early.req, &early.resp)
+			if early.err == nil {
+				t.answered(p.id, early.req, &early.resp)
 			}
+			close(early.done)
 			t.mu.Lock()
 			p.early = nil
 			t.mu.Unlock()
@@ -202,8 +234,8 @@ func (t *commitTransport) notify(p *peerCommits) {
 		r, hdr, term := t.raft, t.header, p.term
 		addr = p.addr
 		c := p.match
-		if t.applied.index < c.index {
-			c = t.applied
+		if t.committed.index < c.index {
+			c = t.committed
 		}
 		stale := r == nil || c.index <= p.told || c.index == 0
 		if !stale {
@@ -232,6 +264,81 @@ func (t *commitTransport) notify(p *peerCommits) {
 	}
 }
 
+// acknowledged returns the answer to Raft's AppendEntries args when the
+// follower already acknowledged, or an early send now out will acknowledge,
+// every entry in it; nil when args must be sent. The answer is complete
+// once its done channel is closed.
+func (t *commitTransport) acknowledged(id raft.ServerID, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) *ackedFuture {
+	n := len(args.Entries)
+	if n == 0 {
+		// It carries only the commit index, for the follower to learn.
+		return nil
+	}
+	last := args.Entries[n-1].Index
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.peers[id]
+	if p == nil || p.term != args.Term {
+		return nil
+	}
+	f := &ackedFuture{start: time.Now(), req: args, resp: resp, done: make(chan struct{})}
+	switch {
+	case last <= p.match.index:
+		// The follower's log equals the leader's through match: it
+		// acknowledged an append there in this term, whose previous entry
+		// matched, and this leader only appends.
+		*resp = raft.AppendEntriesResponse{Term: args.Term, LastLog: p.match.index, Success: true}
+		close(f.done)
+	case p.early != nil && p.early.req.Term == args.Term && p.early.last() >= last:
+		// Queued only once the follower acknowledged everything before it.
+		f.early = p.early
+	default:
+		return nil
+	}
+	return f
+}
+
+// ackedFuture is Raft's AppendEntries answered by the follower's answer to
+// an early send.
+type ackedFuture struct {
+	start time.Time
+	req   *raft.AppendEntriesRequest
+	resp  *raft.AppendEntriesResponse
+	early *earlySend    // the answer to wait for; nil if resp is set
+	done  chan struct{} // closed when resp is set
+}
+
+// wait fills the answer from the early send once it returns, and reports
+// false if the pipeline closed first.
+func (f *ackedFuture) wait(closeCh <-chan struct{}) bool {
+	if f.early == nil {
+		return true
+	}
+	select {
+	case <-f.early.done:
+	case <-closeCh:
+		return false
+	}
+	if f.early.err == nil {
+		// Success, or the failure Raft must see: a newer term makes the
+		// leader step down, anything else restarts this follower's
+		// replication from what it acknowledged.
+		*f.resp = f.early.resp
+	} else {
+		*f.resp = raft.AppendEntriesResponse{}
+	}
+	close(f.done)
+	return true
+}
+
+func (f *ackedFuture) Error() error {
+	<-f.done
+	return nil
+}
+func (f *ackedFuture) Start() time.Time                      { return f.start }
+func (f *ackedFuture) Request() *raft.AppendEntriesRequest   { return f.req }
+func (f *ackedFuture) Response() *raft.AppendEntriesResponse { <-f.done; return f.resp }
+
 // SetHeartbeatHandler turns down hashicorp/raft's heartbeat fast path, so
 // that every AppendEntries, heartbeats included, is handled by Raft's main
 // goroutine.
@@ -258,6 +365,9 @@ func (t *commitTransport) SetHeartbeatHandler(func(raft.RPC)) {}
 // AppendEntries is Raft's synchronous replication.
 func (t *commitTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	t.sent(id, target, args)
+	if len(args.Entries) > 0 {
+		t.appendsSent.Add(1)
+	}
 	err := t.NetworkTransport.AppendEntries(id, target, args, resp)
 	if err == nil {
 		t.answered(id, args, resp)
@@ -271,26 +381,58 @@ func (t *commitTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Se
 	if err != nil {
 		return nil, err
 	}
-	p := &commitPipeline{t: t, id: id, addr: target, inner: inner, doneCh: make(chan raft.AppendFuture, 128), closeCh: make(chan struct{})}
+	p := &commitPipeline{
+		t: t, id: id, addr: target, inner: inner,
+		order:   make(chan *ackedFuture, 2*pipelineDepth),
+		doneCh:  make(chan raft.AppendFuture, pipelineDepth),
+		closeCh: make(chan struct{}),
+	}
 	go p.relay()
 	return p, nil
 }
 
-// commitPipeline relays a pipeline's answers to Raft, noting them on the
-// way.
+// pipelineDepth is how many appends NetworkTransport keeps in flight on a
+// pipeline.
+const pipelineDepth = 128
+
+// commitPipeline sends Raft's appends that the follower has not
+// acknowledged yet, and relays every answer to Raft in the order Raft
+// sent them, noting them on the way.
 type commitPipeline struct {
-	t       *commitTransport
-	id      raft.ServerID
-	addr    raft.ServerAddress
-	inner   raft.AppendPipeline
+	t     *commitTransport
+	id    raft.ServerID
+	addr  raft.ServerAddress
+	inner raft.AppendPipeline
+	// order holds one item per append in the order Raft gave them: the
+	// answer already acknowledged, or nil for the inner pipeline's next.
+	order   chan *ackedFuture
 	doneCh  chan raft.AppendFuture
 	closeCh chan struct{}
 	once    sync.Once
 }
 
 func (p *commitPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
-	p.t.sent(p.id, p.addr, args)
-	return p.inner.AppendEntries(args, resp)
+	var future raft.AppendFuture
+	acked := p.t.acknowledged(p.id, args, resp)
+	if acked != nil {
+		future = acked
+	} else {
+		p.t.sent(p.id, p.addr, args)
+		if len(args.Entries) > 0 {
+			p.t.appendsSent.Add(1)
+		}
+		f, err := p.inner.AppendEntries(args, resp)
+		if err != nil {
+			return nil, err
+		}
+		future = f
+	}
+	select {
+	case p.order <- acked:
+		return future, nil
+	case <-p.closeCh:
+		return nil, raft.ErrPipelineShutdown
+	}
 }
 
 func (p *commitPipeline) Consumer() <-chan raft.AppendFuture { return p.doneCh }
@@ -303,18 +445,32 @@ func (p *commitPipeline) Close() error {
 func (p *commitPipeline) relay() {
 	in := p.inner.Consumer()
 	for {
+		var acked *ackedFuture
 		select {
 		case <-p.closeCh:
 			return
-		case f := <-in:
+		case acked = <-p.order:
+		}
+		var f raft.AppendFuture
+		if acked != nil {
+			if !acked.wait(p.closeCh) {
+				return
+			}
+			f = acked
+		} else {
+			select {
+			case <-p.closeCh:
+				return
+			case f = <-in:
+			}
 			if f.Error() == nil {
 				p.t.answered(p.id, f.Request(), f.Response())
 			}
-			select {
-			case p.doneCh <- f:
-			case <-p.closeCh:
-				return
-			}
+		}
+		select {
+		case p.doneCh <- f:
+		case <-p.closeCh:
+			return
 		}
 	}
 }

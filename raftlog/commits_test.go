@@ -82,3 +82,38 @@ func TestFollowersLearnEachCommitAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// Each entry crosses to a caught-up follower once: the leader sends it
+// early, while it syncs its own log, and Raft's own AppendEntries for it is
+// answered with the follower's acknowledgment instead of being sent again.
+// Writes one at a time keep both followers caught up, so 200 of them take
+// about 400 appends (800 before); whatever the count, every member applies
+// the same entries.
+func TestEachEntryCrossesToAFollowerOnce(t *testing.T) {
+	nodes, sms := startTrio(t, time.Minute)
+	leader := trioLeader(t, nodes)
+	propose(t, leader, "warm-up") // every follower caught up in this term
+	before := leader.trans.appendsSent.Load()
+	const writes = 200
+	var index uint64
+	for i := range writes {
+		index = propose(t, leader, fmt.Sprintf("w%d", i))
+	}
+	sent := leader.trans.appendsSent.Load() - before
+	for j, n := range nodes {
+		waitFor(t, 10*time.Second, fmt.Sprintf("member %d to apply index %d", j+1, index),
+			func() bool { return n.AppliedIndex() >= index })
+	}
+	_, want, _ := sms[0].snapshot()
+	for j := range sms[1:] {
+		if _, got, _ := sms[j+1].snapshot(); !slices.Equal(got, want) {
+			t.Fatalf("member %d applied %v, member 1 applied %v", j+2, got, want)
+		}
+	}
+	// A few writes may find a follower's acknowledgment of the previous one
+	// still out and go by Raft's own message alone: allow a tenth.
+	if limit := uint64(2 * writes * 11 / 10); sent > limit {
+		t.Fatalf("%d writes sent %d appends with entries to the 2 followers; want at most %d (one per follower and write, plus a tenth)", writes, sent, limit)
+	}
+	t.Logf("%d writes, %d appends with entries", writes, sent)
+}

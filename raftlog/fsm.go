@@ -35,8 +35,8 @@ type StateMachine interface {
 // fsm adapts a StateMachine to raft.BatchingFSM and tracks the applied index
 // for readers waiting on it.
 type fsm struct {
-	sm        StateMachine
-	onApplied func(entryID) // after every applied batch
+	sm          StateMachine
+	onCommitted func(entryID) // as each batch arrives, before it is applied
 
 	applied atomic.Uint64
 	mu      sync.Mutex
@@ -60,6 +60,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 			entries = append(entries, Entry{Index: l.Index, Term: l.Term, Data: l.Data})
 		}
 	}
+	if f.onCommitted != nil {
+		// Raft hands over only committed entries; followers told now apply
+		// them while this member does, as etcd's do.
+		last := logs[len(logs)-1]
+		f.onCommitted(entryID{last.Index, last.Term})
+	}
 	var results []any
 	if len(entries) > 0 {
 		results = f.sm.Apply(entries)
@@ -74,9 +80,6 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	last := logs[len(logs)-1]
 	f.advance(last.Index)
-	if f.onApplied != nil {
-		f.onApplied(entryID{last.Index, last.Term})
-	}
 	return out
 }
 

@@ -180,7 +180,7 @@ func (n *Node) start() error {
 	n.trans = newCommitTransport(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 4, Timeout: 10 * time.Second, Logger: hl,
 	}), n.stopCh)
-	n.fsm.onApplied = n.trans.appliedUpTo
+	n.fsm.onCommitted = n.trans.committedUpTo
 	n.logs.BeforeSync = n.trans.sendEarly
 
 	rc := raft.DefaultConfig()
