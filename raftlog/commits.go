@@ -46,6 +46,10 @@ import (
 // message, which could as well have arrived late. An early send that fails
 // answers Raft's message with a failure (or the follower's newer term), and
 // Raft restarts replication to that follower from what it acknowledged.
+// Raft takes such an answer for contact with the follower when it reads it,
+// a write's duration after the acknowledgment at most; reads confirm
+// leadership by asking for the peers' terms (Node.confirmQuorum), not from
+// that contact.
 // The leader counts itself only once its own sync returned, so an entry
 // still commits only once it is durable on a quorum.
 
@@ -158,7 +162,7 @@ func (t *commitTransport) sendEarly(prev entryID, logs []*raft.Log) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := t.raft
-	if r == nil || r.State() != raft.Leader || r.CurrentTerm() != term {
+	if r == nil || r.State() != raft.Leader || r.CurrentTerm() != term || t.stopped() {
 		return
 	}
 	for _, p := range t.peers {
@@ -178,6 +182,16 @@ func (t *commitTransport) sendEarly(prev entryID, logs []*raft.Log) {
 	}
 }
 
+// stopped reports whether the member is closing.
+func (t *commitTransport) stopped() bool {
+	select {
+	case <-t.stopCh:
+		return true
+	default:
+		return false
+	}
+}
+
 // sent records an AppendEntries Raft sends.
 func (t *commitTransport) sent(id raft.ServerID, addr raft.ServerAddress, args *raft.AppendEntriesRequest) {
 	t.mu.Lock()
@@ -190,6 +204,18 @@ func (t *commitTransport) sent(id raft.ServerID, addr raft.ServerAddress, args *
 
 // answered records the follower's answer to one of Raft's AppendEntries.
 func (t *commitTransport) answered(id raft.ServerID, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.peers[id]
+	if p == nil || args.Term != p.term {
+		return
+	}
+	if resp.LastLog < p.match.index {
+		// Within a term a follower's log never loses what it acknowledged:
+		// this is another log under the same ID (a member removed and
+		// added again), which has none of it.
+		p.match = entryID{}
+	}
 	if !resp.Success {
 		return
 	}
@@ -197,14 +223,12 @@ func (t *commitTransport) answered(id raft.ServerID, args *raft.AppendEntriesReq
 	if n := len(args.Entries); n > 0 {
 		last = entryID{args.Entries[n-1].Index, args.Entries[n-1].Term}
 	}
-	t.mu.Lock()
-	if p := t.peers[id]; p != nil && args.Term == p.term && last.index > p.match.index {
+	if last.index > p.match.index {
 		p.match = last
 		if p.told < min(last.index, t.committed.index) {
 			kick(p.kick)
 		}
 	}
-	t.mu.Unlock()
 }
 
 // notify sends one follower early entries and its commit index whenever
@@ -213,6 +237,15 @@ func (t *commitTransport) notify(p *peerCommits) {
 	for {
 		select {
 		case <-t.stopCh:
+			// Raft may still be waiting for an early send's answer; sendEarly
+			// queues no more once stopCh is closed.
+			t.mu.Lock()
+			if e := p.early; e != nil {
+				e.err = raft.ErrTransportShutdown
+				close(e.done)
+				p.early = nil
+			}
+			t.mu.Unlock()
 			return
 		case <-p.kick:
 		}
@@ -391,8 +424,8 @@ func (t *commitTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Se
 	return p, nil
 }
 
-// pipelineDepth is how many appends NetworkTransport keeps in flight on a
-// pipeline.
+// pipelineDepth bounds the answers queued for Raft; NetworkTransport itself
+// keeps at most MaxRPCsInFlight appends in flight (2 by default).
 const pipelineDepth = 128
 
 // commitPipeline sends Raft's appends that the follower has not
@@ -403,6 +436,9 @@ type commitPipeline struct {
 	id    raft.ServerID
 	addr  raft.ServerAddress
 	inner raft.AppendPipeline
+	// early is the last early send an answer waits for, while it may still
+	// be out; only Raft's sending goroutine uses it.
+	early *earlySend
 	// order holds one item per append in the order Raft gave them: the
 	// answer already acknowledged, or nil for the inner pipeline's next.
 	order   chan *ackedFuture
@@ -416,7 +452,24 @@ func (p *commitPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *ra
 	acked := p.t.acknowledged(p.id, args, resp)
 	if acked != nil {
 		future = acked
+		if acked.early != nil {
+			p.early = acked.early
+		}
 	} else {
+		if e := p.early; e != nil {
+			// The early send travels on another connection: this append,
+			// whose previous entry it carries, must not reach the follower
+			// first, or the follower refuses it and Raft restarts the
+			// pipeline.
+			select {
+			case <-e.done:
+			case <-p.closeCh:
+				return nil, raft.ErrPipelineShutdown
+			case <-p.t.stopCh:
+				return nil, raft.ErrPipelineShutdown
+			}
+			p.early = nil
+		}
 		p.t.sent(p.id, p.addr, args)
 		if len(args.Entries) > 0 {
 			p.t.appendsSent.Add(1)
