@@ -82,6 +82,7 @@ type peerCommits struct {
 	match entryID    // last entry it acknowledged storing
 	told  uint64     // highest commit index sent to it
 	early *earlySend // entries sent early, queued or in flight; nil if none
+	acked *earlySend // the last early send the follower acknowledged
 	kick  chan struct{}
 }
 
@@ -147,7 +148,7 @@ func (t *commitTransport) peer(id raft.ServerID, addr raft.ServerAddress, term u
 	if term > p.term {
 		// A new leadership of this member: what an earlier one learned may
 		// have been overwritten since.
-		p.term, p.match, p.told = term, entryID{}, 0
+		p.term, p.match, p.told, p.acked = term, entryID{}, 0, nil
 	}
 	return p
 }
@@ -210,12 +211,6 @@ func (t *commitTransport) answered(id raft.ServerID, args *raft.AppendEntriesReq
 	if p == nil || args.Term != p.term {
 		return
 	}
-	if resp.LastLog < p.match.index {
-		// Within a term a follower's log never loses what it acknowledged:
-		// this is another log under the same ID (a member removed and
-		// added again), which has none of it.
-		p.match = entryID{}
-	}
 	if !resp.Success {
 		return
 	}
@@ -261,6 +256,9 @@ func (t *commitTransport) notify(p *peerCommits) {
 			close(early.done)
 			t.mu.Lock()
 			p.early = nil
+			if early.err == nil && early.resp.Success {
+				p.acked = early
+			}
 			t.mu.Unlock()
 		}
 		t.mu.Lock()
@@ -314,21 +312,17 @@ func (t *commitTransport) acknowledged(id raft.ServerID, args *raft.AppendEntrie
 	if p == nil || p.term != args.Term {
 		return nil
 	}
-	f := &ackedFuture{start: time.Now(), req: args, resp: resp, done: make(chan struct{})}
-	switch {
-	case last <= p.match.index:
-		// The follower's log equals the leader's through match: it
-		// acknowledged an append there in this term, whose previous entry
-		// matched, and this leader only appends.
-		*resp = raft.AppendEntriesResponse{Term: args.Term, LastLog: p.match.index, Success: true}
-		close(f.done)
-	case p.early != nil && p.early.req.Term == args.Term && p.early.last() >= last:
-		// Queued only once the follower acknowledged everything before it.
-		f.early = p.early
-	default:
+	e := p.early
+	if e == nil {
+		e = p.acked
+	}
+	if e == nil || e.req.Term != args.Term || e.last() < last {
 		return nil
 	}
-	return f
+	// A successful answer to e shows that the follower's log equals the
+	// leader's through e's last entry: it matched e's previous entry, and
+	// this leader only appends. So it stores every entry of args.
+	return &ackedFuture{start: time.Now(), req: args, resp: resp, early: e, done: make(chan struct{})}
 }
 
 // ackedFuture is Raft's AppendEntries answered by the follower's answer to
