@@ -98,6 +98,19 @@ func decodeVersionKey(k []byte) (key []byte, r Rev, err error) {
 	return key, Rev{Main: int64(^binary.BigEndian.Uint64(tail)), Sub: int64(^binary.BigEndian.Uint64(tail[8:]))}, nil
 }
 
+// isVersionKey reports whether k has a version key's shape: the prefix, an
+// escaped key (its terminator 0x00 0x01) and a 16-byte revision.
+func isVersionKey(k []byte) bool {
+	n := len(k)
+	return n >= 1+2+16 && k[0] == store.PrefixVersion && k[n-18] == 0 && k[n-17] == 1
+}
+
+// versionRev is the revision of a version key.
+func versionRev(k []byte) Rev {
+	tail := k[len(k)-16:]
+	return Rev{Main: int64(^binary.BigEndian.Uint64(tail)), Sub: int64(^binary.BigEndian.Uint64(tail[8:]))}
+}
+
 // Version-index values: one byte.
 const (
 	versionPut       byte = 'p'

@@ -2,6 +2,7 @@ package mvcc
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math"
 
@@ -74,17 +75,10 @@ func (v *view) Range(key, end []byte, opts RangeOptions) (*RangeResult, error) {
 			limit = 0
 		}
 	}
-	emit := func(kv *mvccpb.KeyValue) bool {
-		res.Count++
-		if int64(len(res.KVs)) < limit {
-			res.KVs = append(res.KVs, kv)
-		}
-		return !opts.SkipCount || int64(len(res.KVs)) < limit
-	}
 	if rev == v.rev {
 		err = v.rangeLatest(key, end, limit, opts, &res.Count, &res.KVs)
 	} else {
-		err = v.rangeAt(key, end, rev, opts, emit)
+		err = v.rangeAt(key, end, rev, limit, opts, &res.Count, &res.KVs)
 	}
 	return res, err
 }
@@ -211,9 +205,10 @@ func (rr *recordReader) kvFromMeta(key []byte, m meta, keysOnly bool) (*mvccpb.K
 }
 
 // rangeAt scans the version index for the newest version of each key at or
-// below rev, skipping keys whose newest version there is a tombstone.
-// emit returns false to end the scan.
-func (v *view) rangeAt(key, end []byte, rev int64, opts RangeOptions, emit func(*mvccpb.KeyValue) bool) error {
+// below rev, skipping keys whose newest version there is a tombstone. It
+// reads the events (values) of the first limit keys only: the others are
+// counted from the index alone, unless opts.SkipCount ends the scan there.
+func (v *view) rangeAt(key, end []byte, rev int64, limit int64, opts RangeOptions, count *int64, kvs *[]*mvccpb.KeyValue) error {
 	lower := versionPrefix(key)
 	upper := []byte{store.PrefixVersion + 1}
 	switch {
@@ -232,42 +227,47 @@ func (v *view) rangeAt(key, end []byte, rev int64, opts RangeOptions, emit func(
 	defer it.Close()
 	rr := v.records()
 	defer rr.close()
+	// The scan works on the index's own bytes and decodes a key only for
+	// the versions it returns: counting the rest must stay cheap, since a
+	// page of a list counts every key in the range.
+	var prefix, seek []byte
 	ok := it.First()
 	for ok {
-		k, r, err := decodeVersionKey(it.Key())
-		if err != nil {
-			return err
+		k := it.Key()
+		if !isVersionKey(k) {
+			return errCorrupt
 		}
-		prefix := versionPrefix(k)
+		prefix = append(prefix[:0], k[:len(k)-16]...)
+		r := versionRev(k)
 		if r.Main > rev {
-			ok = it.SeekGE(versionSeek(prefix, rev))
+			seek = binary.BigEndian.AppendUint64(append(seek[:0], prefix...), ^uint64(rev))
+			ok = it.SeekGE(seek)
 			if ok && isVersionOf(it.Key(), prefix) {
-				_, r, err = decodeVersionKey(it.Key())
-				if err != nil {
-					return err
-				}
+				r = versionRev(it.Key())
 			} else {
 				r = Rev{}
 			}
 		}
 		if r.Main > 0 && ok && it.Value()[0] == versionPut {
-			if opts.CountOnly {
-				if !emit(nil) {
-					return nil
+			*count++
+			if int64(len(*kvs)) < limit {
+				key, _, err := unescapeKey(prefix[1:])
+				if err != nil {
+					return err
 				}
-			} else {
 				rec, err := rr.record(r)
 				if err != nil {
 					return err
 				}
-				kv := &mvccpb.KeyValue{Key: k, CreateRevision: rec.Create, ModRevision: r.Main, Version: rec.Version}
+				kv := &mvccpb.KeyValue{Key: key, CreateRevision: rec.Create, ModRevision: r.Main, Version: rec.Version}
 				if !opts.KeysOnly {
 					kv.Lease = rec.Lease
 					kv.Value = append([]byte(nil), rec.Value...)
 				}
-				if !emit(kv) {
-					return nil
-				}
+				*kvs = append(*kvs, kv)
+			}
+			if opts.SkipCount && int64(len(*kvs)) >= limit {
+				return nil
 			}
 		}
 		ok = nextKey(it, prefix)
@@ -309,9 +309,12 @@ func (v *view) kvAt(key []byte, rev int64) (*mvccpb.KeyValue, error) {
 	if rev < v.compactRev || rev <= 0 {
 		return nil, nil
 	}
-	var out *mvccpb.KeyValue
-	err := v.rangeAt(key, nil, rev, RangeOptions{}, func(kv *mvccpb.KeyValue) bool { out = kv; return true })
-	return out, err
+	var count int64
+	var kvs []*mvccpb.KeyValue
+	if err := v.rangeAt(key, nil, rev, 1, RangeOptions{}, &count, &kvs); err != nil || len(kvs) == 0 {
+		return nil, err
+	}
+	return kvs[0], nil
 }
 
 func getMeta(r pebble.Reader, key []byte) (meta, bool, error) {
