@@ -1,8 +1,10 @@
 package mvcc
 
 import (
+	"bytes"
 	"context"
 	"hash/crc32"
+	"slices"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -133,10 +135,23 @@ func (c *compactor) step(done, target int64) (int64, error) {
 	if err := it.Close(); err != nil {
 		return done, err
 	}
+	// One iterator serves every key, in key order, so each seek starts from
+	// where the last one ended; a Pebble iterator per key cost more than
+	// the compaction itself.
+	keys := make([][]byte, 0, len(seen))
+	for k := range seen {
+		keys = append(keys, []byte(k))
+	}
+	slices.SortFunc(keys, bytes.Compare)
+	vit, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{store.PrefixVersion}, UpperBound: []byte{store.PrefixVersion + 1}})
+	if err != nil {
+		return done, err
+	}
+	defer vit.Close()
 	b := c.s.db.NewBatch()
 	defer b.Close()
-	for k := range seen {
-		if err := compactKey(snap, b, []byte(k), target); err != nil {
+	for _, k := range keys {
+		if err := compactKey(vit, b, k, target); err != nil {
 			return done, err
 		}
 	}
@@ -146,20 +161,16 @@ func (c *compactor) step(done, target int64) (int64, error) {
 }
 
 // compactKey deletes the versions of key at or below target except the
-// newest, which is also deleted when it is a tombstone below target.
-func compactKey(r pebble.Reader, b *pebble.Batch, key []byte, target int64) error {
+// newest, which is also deleted when it is a tombstone below target. it
+// ranges over the version index.
+func compactKey(it *pebble.Iterator, b *pebble.Batch, key []byte, target int64) error {
 	p := versionPrefix(key)
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: store.PrefixEnd(p)})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
 	first := true
-	for ok := it.SeekGE(versionSeek(p, target)); ok; ok = it.Next() {
-		_, rev, err := decodeVersionKey(it.Key())
-		if err != nil {
-			return err
+	for ok := it.SeekGE(versionSeek(p, target)); ok && isVersionOf(it.Key(), p); ok = it.Next() {
+		if !isVersionKey(it.Key()) {
+			return errCorrupt
 		}
+		rev := versionRev(it.Key())
 		keep := first && (it.Value()[0] == versionPut || rev.Main == target)
 		first = false
 		if !keep {
