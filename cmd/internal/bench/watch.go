@@ -28,8 +28,9 @@ func watchFlags(fs *flag.FlagSet) func(*env, []string) (*Result, error) {
 	fs.IntVar(&puts, "puts", 1000, "number of puts, made one after another by one writer")
 	fs.IntVar(&putRate, "put-rate", 0, "maximum puts per second (0: as fast as the writer gets replies)")
 	fs.IntVar(&valSize, "val-size", 32, "value size in bytes (at least 8: the send time is embedded)")
-	fs.StringVar(&key, "key", "/registry/ballast-bench-watch/key", "key written by the puts and watched")
-	fs.BoolVar(&prefix, "prefix", false, "watch every key starting with --key instead of the key alone")
+	// Not --key: that is the global flag for the client's TLS key file.
+	fs.StringVar(&key, "watch-key", "/registry/ballast-bench-watch/key", "key written by the puts and watched")
+	fs.BoolVar(&prefix, "prefix", false, "watch every key starting with --watch-key instead of the key alone")
 	fs.DurationVar(&drain, "drain-timeout", 10*time.Second, "after the last put, give up waiting for events after this long without one")
 	return func(e *env, args []string) (*Result, error) {
 		if len(args) != 0 {
