@@ -166,7 +166,7 @@ func (c *compactor) step(done, target int64) (int64, error) {
 func compactKey(it *pebble.Iterator, b *pebble.Batch, key []byte, target int64) error {
 	p := versionPrefix(key)
 	first := true
-	for ok := it.SeekGE(versionSeek(p, target)); ok && isVersionOf(it.Key(), p); ok = it.Next() {
+	for ok := it.SeekGE(versionSeek(nil, p, target)); ok && isVersionOf(it.Key(), p); ok = it.Next() {
 		if !isVersionKey(it.Key()) {
 			return errCorrupt
 		}
@@ -254,7 +254,7 @@ func (v *view) keptAt(recBytes []byte, r Rev, target int64) (bool, error) {
 		return false, err
 	}
 	defer it.Close()
-	if !it.SeekGE(versionSeek(p, target)) {
+	if !it.SeekGE(versionSeek(nil, p, target)) {
 		return false, it.Error()
 	}
 	_, newest, err := decodeVersionKey(it.Key())

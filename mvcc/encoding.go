@@ -83,10 +83,10 @@ func versionKey(key []byte, r Rev) []byte {
 	return binary.BigEndian.AppendUint64(k, ^uint64(r.Sub))
 }
 
-// versionSeek is where, under a key's versionPrefix p, its newest version
-// at or below rev sorts first.
-func versionSeek(p []byte, rev int64) []byte {
-	return binary.BigEndian.AppendUint64(append([]byte(nil), p...), ^uint64(rev))
+// versionSeek appends to dst where, under a key's versionPrefix p, its
+// newest version at or below rev sorts first.
+func versionSeek(dst, p []byte, rev int64) []byte {
+	return binary.BigEndian.AppendUint64(append(dst, p...), ^uint64(rev))
 }
 
 func decodeVersionKey(k []byte) (key []byte, r Rev, err error) {
@@ -94,8 +94,7 @@ func decodeVersionKey(k []byte) (key []byte, r Rev, err error) {
 	if err != nil || len(k) != 1+n+16 {
 		return nil, Rev{}, errCorrupt
 	}
-	tail := k[1+n:]
-	return key, Rev{Main: int64(^binary.BigEndian.Uint64(tail)), Sub: int64(^binary.BigEndian.Uint64(tail[8:]))}, nil
+	return key, versionRev(k), nil
 }
 
 // isVersionKey reports whether k has a version key's shape: the prefix, an

@@ -2,7 +2,6 @@ package mvcc
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"math"
 
@@ -240,7 +239,7 @@ func (v *view) rangeAt(key, end []byte, rev int64, limit int64, opts RangeOption
 		prefix = append(prefix[:0], k[:len(k)-16]...)
 		r := versionRev(k)
 		if r.Main > rev {
-			seek = binary.BigEndian.AppendUint64(append(seek[:0], prefix...), ^uint64(rev))
+			seek = versionSeek(seek[:0], prefix, rev)
 			ok = it.SeekGE(seek)
 			if ok && isVersionOf(it.Key(), prefix) {
 				r = versionRev(it.Key())

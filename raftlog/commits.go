@@ -195,6 +195,9 @@ func (t *commitTransport) stopped() bool {
 
 // sent records an AppendEntries Raft sends.
 func (t *commitTransport) sent(id raft.ServerID, addr raft.ServerAddress, args *raft.AppendEntriesRequest) {
+	if len(args.Entries) > 0 {
+		t.appendsSent.Add(1)
+	}
 	t.mu.Lock()
 	p := t.peer(id, addr, args.Term)
 	if args.Term == p.term && args.LeaderCommitIndex > p.told {
@@ -331,16 +334,13 @@ type ackedFuture struct {
 	start time.Time
 	req   *raft.AppendEntriesRequest
 	resp  *raft.AppendEntriesResponse
-	early *earlySend    // the answer to wait for; nil if resp is set
+	early *earlySend    // the answer to wait for
 	done  chan struct{} // closed when resp is set
 }
 
 // wait fills the answer from the early send once it returns, and reports
 // false if the pipeline closed first.
 func (f *ackedFuture) wait(closeCh <-chan struct{}) bool {
-	if f.early == nil {
-		return true
-	}
 	select {
 	case <-f.early.done:
 	case <-closeCh:
@@ -392,9 +392,6 @@ func (t *commitTransport) SetHeartbeatHandler(func(raft.RPC)) {}
 // AppendEntries is Raft's synchronous replication.
 func (t *commitTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	t.sent(id, target, args)
-	if len(args.Entries) > 0 {
-		t.appendsSent.Add(1)
-	}
 	err := t.NetworkTransport.AppendEntries(id, target, args, resp)
 	if err == nil {
 		t.answered(id, args, resp)
@@ -430,7 +427,7 @@ type commitPipeline struct {
 	id    raft.ServerID
 	addr  raft.ServerAddress
 	inner raft.AppendPipeline
-	// early is the last early send an answer waits for, while it may still
+	// early is the early send the last answer waited for, which may still
 	// be out; only Raft's sending goroutine uses it.
 	early *earlySend
 	// order holds one item per append in the order Raft gave them: the
@@ -446,9 +443,7 @@ func (p *commitPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *ra
 	acked := p.t.acknowledged(p.id, args, resp)
 	if acked != nil {
 		future = acked
-		if acked.early != nil {
-			p.early = acked.early
-		}
+		p.early = acked.early
 	} else {
 		if e := p.early; e != nil {
 			// The early send travels on another connection: this append,
@@ -465,9 +460,6 @@ func (p *commitPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *ra
 			p.early = nil
 		}
 		p.t.sent(p.id, p.addr, args)
-		if len(args.Entries) > 0 {
-			p.t.appendsSent.Add(1)
-		}
 		f, err := p.inner.AppendEntries(args, resp)
 		if err != nil {
 			return nil, err

@@ -87,7 +87,7 @@ func TestFollowersLearnEachCommitAtOnce(t *testing.T) {
 // early, while it syncs its own log, and Raft's own AppendEntries for it is
 // answered with the follower's acknowledgment instead of being sent again.
 // Writes one at a time keep both followers caught up, so 200 of them take
-// about 400 appends (800 before); whatever the count, every member applies
+// about 400 appends (621 before); whatever the count, every member applies
 // the same entries.
 func TestEachEntryCrossesToAFollowerOnce(t *testing.T) {
 	nodes, sms := startTrio(t, time.Minute)

@@ -60,10 +60,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 			entries = append(entries, Entry{Index: l.Index, Term: l.Term, Data: l.Data})
 		}
 	}
+	last := logs[len(logs)-1]
 	if f.onCommitted != nil {
 		// Raft hands over only committed entries; followers told now apply
 		// them while this member does, as etcd's do.
-		last := logs[len(logs)-1]
 		f.onCommitted(entryID{last.Index, last.Term})
 	}
 	var results []any
@@ -78,7 +78,6 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 			j++
 		}
 	}
-	last := logs[len(logs)-1]
 	f.advance(last.Index)
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -31,6 +32,11 @@ func crashCopy(t *testing.T, dir string) string {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if errors.Is(err, fs.ErrNotExist) {
+			// Renamed or removed since the listing (the record's temporary
+			// file, say): a crash now would not leave it either.
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -465,15 +471,18 @@ func waitForWAL(t *testing.T, dir string, size int64) {
 	})
 }
 
-// eventually polls cond until it holds, failing after 5 s.
+// eventually polls cond every millisecond until it holds, failing after 5 s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(5 * time.Second)
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline:
 			t.Fatalf("no %s within 5s", what)
+		case <-tick.C:
 		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

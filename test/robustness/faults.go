@@ -176,6 +176,9 @@ func (c *cluster) others(n *harness.Node) []*harness.Node {
 	return rest
 }
 
+// errNotBack marks a restarted member that never became ready.
+var errNotBack = errors.New("did not come back")
+
 // restart starts the given stopped nodes together and waits until each is
 // ready.
 func (c *cluster) restart(nodes ...*harness.Node) error {
@@ -186,7 +189,7 @@ func (c *cluster) restart(nodes ...*harness.Node) error {
 	}
 	for _, n := range nodes {
 		if err := n.AwaitReady(); err != nil {
-			return fmt.Errorf("%s did not come back: %w: %s", n.Name, err, exitReason(n.Log()))
+			return fmt.Errorf("%s %w: %w: %s", n.Name, errNotBack, err, exitReason(n.Log()))
 		}
 	}
 	return nil

@@ -66,12 +66,10 @@ func TestRobustness(t *testing.T) {
 			for _, v := range res.Violations {
 				t.Error(v)
 			}
-			for _, e := range res.FaultErrors {
+			for _, e := range res.NotBack {
 				// A member restarted after a kill, a pause or a full disk
 				// must come back (a corrupted one is judged apart).
-				if strings.Contains(e, "did not come back") {
-					t.Errorf("a member did not come back: %s", e)
-				}
+				t.Errorf("a member did not come back: %s", e)
 			}
 			for _, c := range res.Corruption {
 				if c.Panicked {

@@ -2,6 +2,7 @@ package robustness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -45,6 +46,7 @@ type result struct {
 	Size        int
 	Injected    int      // faults injected
 	FaultErrors []string // injections that could not complete
+	NotBack     []string // those of them where a restarted member never became ready
 	Ops         int
 	Unknown     map[string]int
 	CheckTime   time.Duration
@@ -270,6 +272,9 @@ func run(t *testing.T, sc scenario, checkTimeout time.Duration) *result {
 		res.Injected++
 		if err := f.inject(c); err != nil {
 			res.FaultErrors = append(res.FaultErrors, err.Error())
+			if errors.Is(err, errNotBack) {
+				res.NotBack = append(res.NotBack, err.Error())
+			}
 		}
 		c.sleep(300*time.Millisecond, time.Second)
 	}
