@@ -60,3 +60,17 @@ func TestEtcdStop(t *testing.T) {
 		t.Fatal("still running after Stop")
 	}
 }
+
+// TestFreeAddrNeverRepeats: a node's client and peer addresses come from two
+// calls a moment apart; the same port twice made a member fail to start with
+// "address already in use" against itself.
+func TestFreeAddrNeverRepeats(t *testing.T) {
+	seen := map[string]bool{}
+	for range 2000 {
+		a := harness.FreeAddr(t, "127.0.0.1")
+		if seen[a] {
+			t.Fatalf("FreeAddr returned %s twice", a)
+		}
+		seen[a] = true
+	}
+}

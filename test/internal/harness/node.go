@@ -217,6 +217,11 @@ func (n *Node) identityFlags(more ...string) []string {
 	}, more...)
 }
 
+var (
+	givenMu sync.Mutex
+	given   = map[string]bool{} // addresses FreeAddr has returned
+)
+
 // FreeAddr returns an address on ip with a port that was free a moment ago.
 // Another process can take it before the server binds it; the server then
 // exits and WaitReady reports its log.
@@ -225,16 +230,27 @@ func (n *Node) identityFlags(more ...string) []string {
 // that range can be taken by any outgoing connection while its member is
 // down, and a dialer retrying a dead 127.0.0.1 port can even connect a
 // socket to itself on it.
+//
+// A port is handed out at most once per test process: two calls a moment
+// apart could otherwise both find the same port free (a member was once
+// given one port for both its client and peer URLs).
 func FreeAddr(t testing.TB, ip string) string {
 	t.Helper()
+	givenMu.Lock()
+	defer givenMu.Unlock()
 	for range 1000 {
 		port := 20000 + rand.IntN(12000)
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		addr := net.JoinHostPort(ip, strconv.Itoa(port))
+		if given[addr] {
+			continue
+		}
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue
 		}
-		defer l.Close()
-		return l.Addr().String()
+		l.Close()
+		given[addr] = true
+		return addr
 	}
 	t.Fatalf("harness: no free port on %s below the ephemeral range", ip)
 	return ""
