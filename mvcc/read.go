@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -111,8 +112,7 @@ func (v *view) rangeLatest(key, end []byte, limit int64, opts RangeOptions, coun
 		return err
 	}
 	defer it.Close()
-	rr := v.records()
-	defer rr.close()
+	var fills []recordFill
 	for ok := it.First(); ok; ok = it.Next() {
 		if int64(len(*kvs)) >= limit {
 			if opts.SkipCount {
@@ -126,13 +126,17 @@ func (v *view) rangeLatest(key, end []byte, limit int64, opts RangeOptions, coun
 		if err != nil {
 			return err
 		}
-		kv, err := rr.kvFromMeta(append([]byte(nil), it.Key()[1:]...), m, opts.KeysOnly)
-		if err != nil {
-			return err
+		kv := &mvccpb.KeyValue{Key: append([]byte(nil), it.Key()[1:]...), CreateRevision: m.Create, ModRevision: m.Mod.Main, Version: m.Version}
+		if !opts.KeysOnly {
+			kv.Lease = m.Lease
+			fills = append(fills, recordFill{kv, m.Mod})
 		}
 		*kvs = append(*kvs, kv)
 	}
-	return it.Error()
+	if err := it.Error(); err != nil {
+		return err
+	}
+	return v.fill(fills, true)
 }
 
 func (v *view) kvFromMeta(key []byte, m meta, keysOnly bool) (*mvccpb.KeyValue, error) {
@@ -203,6 +207,43 @@ func (rr *recordReader) kvFromMeta(key []byte, m meta, keysOnly bool) (*mvccpb.K
 	return kv, nil
 }
 
+// recordFill is a returned key whose fields still come from its record.
+type recordFill struct {
+	kv  *mvccpb.KeyValue
+	rev Rev
+}
+
+// fill reads the records of a range's returned keys after the scan, in
+// revision order, through one iterator: in key order the records (and the
+// values in blob files) of keys updated at random lie all over the event
+// log, and each read was a seek back and forth across it. It sets create
+// revision and version, and with values also lease and value.
+func (v *view) fill(fills []recordFill, values bool) error {
+	if len(fills) == 0 {
+		return nil
+	}
+	slices.SortFunc(fills, func(a, b recordFill) int {
+		if a.rev.less(b.rev) {
+			return -1
+		}
+		return 1 // revisions of different keys are never equal
+	})
+	rr := v.records()
+	defer rr.close()
+	for _, f := range fills {
+		rec, err := rr.record(f.rev)
+		if err != nil {
+			return err
+		}
+		f.kv.CreateRevision, f.kv.Version = rec.Create, rec.Version
+		if values {
+			f.kv.Lease = rec.Lease
+			f.kv.Value = append([]byte(nil), rec.Value...)
+		}
+	}
+	return nil
+}
+
 // rangeAt scans the version index for the newest version of each key at or
 // below rev, skipping keys whose newest version there is a tombstone. It
 // reads the events (values) of the first limit keys only: the others are
@@ -224,8 +265,17 @@ func (v *view) rangeAt(key, end []byte, rev int64, limit int64, opts RangeOption
 		return err
 	}
 	defer it.Close()
-	rr := v.records()
-	defer rr.close()
+	var fills []recordFill
+	err = v.scanAt(it, rev, limit, opts, count, kvs, &fills)
+	if err != nil {
+		return err
+	}
+	return v.fill(fills, !opts.KeysOnly)
+}
+
+// scanAt is rangeAt's walk of the version index: it counts, and returns
+// the keys with only their key and mod revision set, their records to fill.
+func (v *view) scanAt(it *pebble.Iterator, rev int64, limit int64, opts RangeOptions, count *int64, kvs *[]*mvccpb.KeyValue, fills *[]recordFill) error {
 	// The scan works on the index's own bytes and decodes a key only for
 	// the versions it returns: counting the rest must stay cheap, since a
 	// page of a list counts every key in the range.
@@ -254,16 +304,9 @@ func (v *view) rangeAt(key, end []byte, rev int64, limit int64, opts RangeOption
 				if err != nil {
 					return err
 				}
-				rec, err := rr.record(r)
-				if err != nil {
-					return err
-				}
-				kv := &mvccpb.KeyValue{Key: key, CreateRevision: rec.Create, ModRevision: r.Main, Version: rec.Version}
-				if !opts.KeysOnly {
-					kv.Lease = rec.Lease
-					kv.Value = append([]byte(nil), rec.Value...)
-				}
+				kv := &mvccpb.KeyValue{Key: key, ModRevision: r.Main}
 				*kvs = append(*kvs, kv)
+				*fills = append(*fills, recordFill{kv, r})
 			}
 			if opts.SkipCount && int64(len(*kvs)) >= limit {
 				return nil
