@@ -2,6 +2,7 @@ package mvcc
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"math"
 	"slices"
@@ -223,10 +224,7 @@ func (v *view) fill(fills []recordFill, values bool) error {
 		return nil
 	}
 	slices.SortFunc(fills, func(a, b recordFill) int {
-		if a.rev.less(b.rev) {
-			return -1
-		}
-		return 1 // revisions of different keys are never equal
+		return cmp.Or(cmp.Compare(a.rev.Main, b.rev.Main), cmp.Compare(a.rev.Sub, b.rev.Sub))
 	})
 	rr := v.records()
 	defer rr.close()
