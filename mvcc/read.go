@@ -127,9 +127,8 @@ func (v *view) rangeLatest(key, end []byte, limit int64, opts RangeOptions, coun
 		if err != nil {
 			return err
 		}
-		kv := &mvccpb.KeyValue{Key: append([]byte(nil), it.Key()[1:]...), CreateRevision: m.Create, ModRevision: m.Mod.Main, Version: m.Version}
+		kv := metaKV(append([]byte(nil), it.Key()[1:]...), m, opts.KeysOnly)
 		if !opts.KeysOnly {
-			kv.Lease = m.Lease
 			fills = append(fills, recordFill{kv, m.Mod})
 		}
 		*kvs = append(*kvs, kv)
@@ -140,10 +139,26 @@ func (v *view) rangeLatest(key, end []byte, limit int64, opts RangeOptions, coun
 	return v.fill(fills, true)
 }
 
+// metaKV is key's KeyValue as far as its latest-index entry m tells: all
+// but the value, and without the lease for keys only.
+func metaKV(key []byte, m meta, keysOnly bool) *mvccpb.KeyValue {
+	kv := &mvccpb.KeyValue{Key: key, CreateRevision: m.Create, ModRevision: m.Mod.Main, Version: m.Version}
+	if !keysOnly {
+		kv.Lease = m.Lease
+	}
+	return kv
+}
+
+// kvFromMeta is metaKV with the value read from the key's record.
 func (v *view) kvFromMeta(key []byte, m meta, keysOnly bool) (*mvccpb.KeyValue, error) {
-	rr := v.records()
-	defer rr.close()
-	return rr.kvFromMeta(key, m, keysOnly)
+	kv := metaKV(key, m, keysOnly)
+	if keysOnly {
+		return kv, nil
+	}
+	if err := v.fill([]recordFill{{kv, m.Mod}}, true); err != nil {
+		return nil, err
+	}
+	return kv, nil
 }
 
 // recordReader reads event-log entries through one iterator: seeking it is
@@ -192,20 +207,6 @@ func (rr *recordReader) record(r Rev) (record, error) {
 		return record{}, errCorrupt // the latest index points at a missing event
 	}
 	return decodeRecord(rr.it.Value())
-}
-
-func (rr *recordReader) kvFromMeta(key []byte, m meta, keysOnly bool) (*mvccpb.KeyValue, error) {
-	kv := &mvccpb.KeyValue{Key: key, CreateRevision: m.Create, ModRevision: m.Mod.Main, Version: m.Version}
-	if keysOnly {
-		return kv, nil
-	}
-	kv.Lease = m.Lease
-	rec, err := rr.record(m.Mod)
-	if err != nil {
-		return nil, err
-	}
-	kv.Value = append([]byte(nil), rec.Value...)
-	return kv, nil
 }
 
 // recordFill is a returned key whose fields still come from its record.
