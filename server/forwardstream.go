@@ -146,18 +146,20 @@ func frameWriter(c net.Conn, queue <-chan []byte, done <-chan struct{}, fail fun
 	}
 }
 
-// serveForwards answers the forwarding streams of followers.
-func (s *Server) serveForwards(ln *chanListener) {
+// serveStreams serves the connections of one stream protocol (forwarded
+// writes, peer calls): read takes a request off the connection and returns
+// the work that answers it, which runs on its own goroutine.
+func (s *Server) serveStreams(ln *chanListener, read func(*bufio.Reader) (func(context.Context) forwardAnswer, error)) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
-		go s.serveForward(c)
+		go s.serveStream(c, read)
 	}
 }
 
-func (s *Server) serveForward(c net.Conn) {
+func (s *Server) serveStream(c net.Conn, read func(*bufio.Reader) (func(context.Context) forwardAnswer, error)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
@@ -173,22 +175,31 @@ func (s *Server) serveForward(c net.Conn) {
 	go frameWriter(c, queue, ctx.Done(), func(error) { cancel() })
 	r := bufio.NewReaderSize(c, 64<<10)
 	for {
-		id, err := binary.ReadUvarint(r)
-		if err != nil {
-			return
-		}
-		data, err := readFrameBytes(r)
+		answer, err := read(r)
 		if err != nil {
 			return
 		}
 		go func() {
-			a := s.answerForward(ctx, id, data)
+			a := answer(ctx)
 			select {
 			case queue <- appendForwardAnswer(nil, a):
 			case <-ctx.Done():
 			}
 		}()
 	}
+}
+
+// readForward reads one forwarded write.
+func (s *Server) readForward(r *bufio.Reader) (func(context.Context) forwardAnswer, error) {
+	id, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, err
+	}
+	data, err := readFrameBytes(r)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) forwardAnswer { return s.answerForward(ctx, id, data) }, nil
 }
 
 // answerForward proposes a follower's write here, the leader.
@@ -210,9 +221,11 @@ func (s *Server) answerForward(ctx context.Context, id uint64, data []byte) forw
 	return forwardAnswer{id: id, index: index, resp: b}
 }
 
-// forwarder keeps this member's forwarding stream to each leader it has
-// sent writes to.
+// forwarder keeps this member's stream of one protocol (magic) to each
+// member it has sent requests to: forwarded writes to leaders, or peer
+// calls.
 type forwarder struct {
+	magic     byte
 	dialer    *peerDialer
 	clusterID func() uint64
 	mu        sync.Mutex
@@ -220,8 +233,8 @@ type forwarder struct {
 	closed    bool
 }
 
-// forwardStream is one connection to a leader and the writes in flight on
-// it.
+// forwardStream is one connection to a member and the requests in flight
+// on it.
 type forwardStream struct {
 	f     *forwarder
 	addr  string
@@ -238,9 +251,24 @@ type forwardStream struct {
 // propose sends an entry to the leader at addr and returns its index and
 // the encoded response.
 func (f *forwarder) propose(ctx context.Context, addr string, data []byte) (uint64, []byte, error) {
-	st, err := f.stream(ctx, addr)
+	a, err := f.roundTrip(ctx, addr, func(id uint64) []byte {
+		frame := binary.AppendUvarint(nil, id)
+		frame = binary.AppendUvarint(frame, uint64(len(data)))
+		return append(frame, data...)
+	})
 	if err != nil {
 		return 0, nil, err
+	}
+	return a.index, a.resp, a.err
+}
+
+// roundTrip sends the request frame(id) to addr and waits for its answer. A
+// request that never left gets errForwardUnsent; one sent on a connection
+// that broke before the answer has an unknown outcome, a timeout.
+func (f *forwarder) roundTrip(ctx context.Context, addr string, frame func(id uint64) []byte) (forwardAnswer, error) {
+	st, err := f.stream(ctx, addr)
+	if err != nil {
+		return forwardAnswer{}, err
 	}
 	ch := make(chan forwardAnswer, 1)
 	st.mu.Lock()
@@ -253,24 +281,21 @@ func (f *forwarder) propose(ctx context.Context, addr string, data []byte) (uint
 		delete(st.pending, id)
 		st.mu.Unlock()
 	}()
-	frame := binary.AppendUvarint(nil, id)
-	frame = binary.AppendUvarint(frame, uint64(len(data)))
-	frame = append(frame, data...)
 	select {
-	case st.queue <- frame:
+	case st.queue <- frame(id):
 	case <-st.done:
-		return 0, nil, errForwardUnsent
+		return forwardAnswer{}, errForwardUnsent
 	case <-ctx.Done():
-		return 0, nil, toGRPC(ctx.Err())
+		return forwardAnswer{}, toGRPC(ctx.Err())
 	}
 	select {
 	case a := <-ch:
-		return a.index, a.resp, a.err
+		return a, nil
 	case <-st.done:
 		// Sent, perhaps applied: the outcome is unknown.
-		return 0, nil, rpctypes.ErrGRPCTimeout
+		return forwardAnswer{}, rpctypes.ErrGRPCTimeout
 	case <-ctx.Done():
-		return 0, nil, toGRPC(ctx.Err())
+		return forwardAnswer{}, toGRPC(ctx.Err())
 	}
 }
 
@@ -286,7 +311,7 @@ func (f *forwarder) stream(ctx context.Context, addr string) (*forwardStream, er
 	}
 	dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
-	c, err := f.dialer.dialStream(dctx, addr, forwardMagic, f.clusterID())
+	c, err := f.dialer.dialStream(dctx, addr, f.magic, f.clusterID())
 	if err != nil {
 		if errors.Is(err, errClusterMismatch) {
 			return nil, status.Error(codes.FailedPrecondition, err.Error())

@@ -93,7 +93,7 @@ func TestForwarderLostConnection(t *testing.T) {
 		}()
 		return done
 	}
-	f := &forwarder{dialer: &peerDialer{}, clusterID: func() uint64 { return cluster }}
+	f := &forwarder{magic: forwardMagic, dialer: &peerDialer{}, clusterID: func() uint64 { return cluster }}
 	defer f.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

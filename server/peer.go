@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -17,35 +18,48 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// The peer port carries three protocols, told apart by a connection's first
+// The peer port carries four protocols, told apart by a connection's first
 // byte: Raft's transport (raftMagic, then a handshake), the stream of writes
 // followers forward to the leader (forwardMagic, the same handshake; see
-// forwardstream.go) and the internal gRPC service for everything else a
-// member asks another (HTTP/2, which begins with "PRI"). TLS (--peer-*)
-// wraps the listener and the dialer: every protocol gets it at once.
+// forwardstream.go), the stream of the peer service's calls on every read's
+// path (callMagic, the same handshake; see callstream.go) and the internal
+// gRPC service for everything else a member asks another (HTTP/2, which
+// begins with "PRI"). TLS (--peer-*) wraps the listener and the dialer:
+// every protocol gets it at once.
 const (
 	raftMagic    = 'R'
 	forwardMagic = 'F'
+	callMagic    = 'C'
 )
+
+// handshakeOK is what a member that accepts a connection of the stream
+// protocol magic answers its handshake with. The call stream, newer than
+// the others, has its magic echoed: a member without it hands the
+// connection to gRPC, whose server preface also begins with a 0 byte.
+func handshakeOK(magic byte) []byte {
+	if magic == callMagic {
+		return []byte{0, callMagic}
+	}
+	return []byte{0}
+}
 
 // handshakeTimeout bounds the exchange that opens a Raft connection.
 const handshakeTimeout = 5 * time.Second
 
-// peerListener splits the peer listener into Raft, forwarding and gRPC
-// connections.
+// peerListener splits the peer listener into the stream protocols'
+// connections (by magic) and gRPC ones.
 type peerListener struct {
 	ln        net.Listener
 	tls       *tls.Config // nil: plain
 	clusterID func() uint64
-	raft      *chanListener
-	forward   *chanListener
+	streams   map[byte]*chanListener
 	grpc      *chanListener
 	onRefuse  func(remote net.Addr, theirs uint64)
 	closeOnce sync.Once
 }
 
-func newPeerListener(ln net.Listener, tlsCfg *tls.Config, raft, forward, grpc *chanListener, clusterID func() uint64, onRefuse func(net.Addr, uint64)) *peerListener {
-	return &peerListener{ln: ln, tls: tlsCfg, clusterID: clusterID, raft: raft, forward: forward, grpc: grpc, onRefuse: onRefuse}
+func newPeerListener(ln net.Listener, tlsCfg *tls.Config, streams map[byte]*chanListener, grpc *chanListener, clusterID func() uint64, onRefuse func(net.Addr, uint64)) *peerListener {
+	return &peerListener{ln: ln, tls: tlsCfg, clusterID: clusterID, streams: streams, grpc: grpc, onRefuse: onRefuse}
 }
 
 func (p *peerListener) serve() {
@@ -72,7 +86,8 @@ func (p *peerListener) route(c net.Conn) {
 		c.Close()
 		return
 	}
-	if first[0] != raftMagic && first[0] != forwardMagic {
+	stream := p.streams[first[0]]
+	if stream == nil {
 		c.SetReadDeadline(time.Time{})
 		p.grpc.deliver(&prefixConn{Conn: c, prefix: first[:]})
 		return
@@ -95,16 +110,12 @@ func (p *peerListener) route(c net.Conn) {
 		return
 	}
 	c.SetWriteDeadline(time.Now().Add(handshakeTimeout))
-	if _, err := c.Write([]byte{0}); err != nil {
+	if _, err := c.Write(handshakeOK(first[0])); err != nil {
 		c.Close()
 		return
 	}
 	c.SetWriteDeadline(time.Time{})
-	if first[0] == forwardMagic {
-		p.forward.deliver(c)
-		return
-	}
-	p.raft.deliver(c)
+	stream.deliver(c)
 }
 
 func (p *peerListener) Close() error {
@@ -206,6 +217,14 @@ func (d *peerDialer) dialStream(ctx context.Context, addr string, magic byte, cl
 	if _, err := io.ReadFull(c, status[:]); err != nil {
 		c.Close()
 		return nil, err
+	}
+	if ok := handshakeOK(magic); status[0] == 0 && len(ok) > 1 {
+		rest := make([]byte, len(ok)-1)
+		if _, err := io.ReadFull(c, rest); err != nil || !bytes.Equal(rest, ok[1:]) {
+			// gRPC's server preface: a member without this protocol.
+			c.Close()
+			return nil, fmt.Errorf("%s does not serve peer protocol %q", addr, magic)
+		}
 	}
 	if status[0] != 0 {
 		var n [2]byte

@@ -59,15 +59,6 @@ var peerServiceDesc = grpc.ServiceDesc{
 // errPeerStarting answers peers while Raft is not running yet.
 var errPeerStarting = status.Error(codes.Unavailable, "ballast: member is starting")
 
-// callPeer invokes a method of the peer service at addr.
-func (s *Server) callPeer(ctx context.Context, addr, method string, req, resp proto.Message) error {
-	c, err := s.peers.get(addr)
-	if err != nil {
-		return err
-	}
-	return c.Invoke(ctx, "/"+peerService+"/"+method, req, resp)
-}
-
 func (s *Server) peerReadIndex(ctx context.Context, _ *emptypb.Empty) (*wrapperspb.UInt64Value, error) {
 	index, err := s.node.ReadIndex(ctx)
 	if err != nil {

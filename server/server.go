@@ -65,8 +65,10 @@ type Server struct {
 	peerMuxes []*peerListener
 	peerRaft  *chanListener
 	peerFwd   *chanListener
+	peerCall  *chanListener
 	peerRPC   *chanListener
-	forwarder *forwarder
+	forwarder *forwarder // writes to the leader
+	caller    *forwarder // peer service calls on the read path
 	dialer    *peerDialer
 	peers     *peerClients
 
@@ -148,7 +150,8 @@ func New(cfg Config) (*Server, error) {
 	s.dialer = newPeerDialer(cfg.ListenPeerURLs[0], peerDial)
 	s.dialer.opened, s.dialer.failed = s.countPeerConn, s.countPeerFailure
 	s.peers = &peerClients{dialer: s.dialer}
-	s.forwarder = &forwarder{dialer: s.dialer, clusterID: func() uint64 { return s.clusterID }}
+	s.forwarder = &forwarder{magic: forwardMagic, dialer: s.dialer, clusterID: func() uint64 { return s.clusterID }}
+	s.caller = &forwarder{magic: callMagic, dialer: s.dialer, clusterID: func() uint64 { return s.clusterID }}
 	s.metrics = newMetrics(s)
 	if err := s.startGossip(); err != nil {
 		s.closePeers()
@@ -222,7 +225,8 @@ func New(cfg Config) (*Server, error) {
 // listenPeers binds the peer URLs; connections are routed at once, so
 // Raft can reach this member as soon as it starts.
 func (s *Server) listenPeers() error {
-	s.peerRaft, s.peerFwd, s.peerRPC = newChanListener(nil), newChanListener(nil), newChanListener(nil)
+	s.peerRaft, s.peerFwd, s.peerCall, s.peerRPC = newChanListener(nil), newChanListener(nil), newChanListener(nil), newChanListener(nil)
+	streams := map[byte]*chanListener{raftMagic: s.peerRaft, forwardMagic: s.peerFwd, callMagic: s.peerCall}
 	for _, u := range s.cfg.ListenPeerURLs {
 		addr, _ := hostPort(u)
 		ln, err := net.Listen("tcp", addr)
@@ -231,16 +235,19 @@ func (s *Server) listenPeers() error {
 			return fmt.Errorf("listen on peer URL %s: %w", u, err)
 		}
 		if s.peerRaft.addr == nil {
-			s.peerRaft.addr, s.peerFwd.addr, s.peerRPC.addr = ln.Addr(), ln.Addr(), ln.Addr()
+			for _, l := range []*chanListener{s.peerRaft, s.peerFwd, s.peerCall, s.peerRPC} {
+				l.addr = ln.Addr()
+			}
 		}
-		pl := newPeerListener(ln, s.peerTLS, s.peerRaft, s.peerFwd, s.peerRPC, func() uint64 { return s.clusterID }, s.refused)
+		pl := newPeerListener(ln, s.peerTLS, streams, s.peerRPC, func() uint64 { return s.clusterID }, s.refused)
 		s.peerMuxes = append(s.peerMuxes, pl)
 		go pl.serve()
 	}
 	s.peerGRPC = grpc.NewServer(grpc.MaxRecvMsgSize(math.MaxInt32), grpc.MaxSendMsgSize(math.MaxInt32))
 	s.peerGRPC.RegisterService(&peerServiceDesc, s)
 	go s.peerGRPC.Serve(s.peerRPC)
-	go s.serveForwards(s.peerFwd)
+	go s.serveStreams(s.peerFwd, s.readForward)
+	go s.serveStreams(s.peerCall, s.readCall)
 	return nil
 }
 
@@ -251,6 +258,7 @@ func (s *Server) closePeers() {
 	if s.peerRaft != nil {
 		s.peerRaft.shut()
 		s.peerFwd.shut()
+		s.peerCall.shut()
 	}
 	// Close has stopped it gracefully already; New's failure paths have not.
 	if s.peerGRPC != nil {
@@ -258,6 +266,7 @@ func (s *Server) closePeers() {
 	}
 	s.peers.close()
 	s.forwarder.close()
+	s.caller.close()
 	s.closeGossip()
 }
 
