@@ -140,7 +140,7 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 		cfg.Advertise = cfg.BindAddr
 	}
 	log := cfg.Logger.With("component", "raft")
-	db, err := store.Open(store.Config{Dir: filepath.Join(cfg.Dir, "raft"), CacheSize: 4 << 20, MemTableSize: 4 << 20, Logger: cfg.Logger})
+	db, err := store.Open(store.Config{Dir: filepath.Join(cfg.Dir, "raft"), CacheSize: 4 << 20, MemTableSize: 4 << 20, FullSizeWALs: true, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

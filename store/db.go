@@ -40,6 +40,13 @@ type Config struct {
 	// flipped bit in it be told from a torn write (integrity.go); and a
 	// power loss then costs at most that much of the unsynced writes.
 	SyncInterval time.Duration
+	// FullSizeWALs gives each new WAL file its whole preallocated size at
+	// once, as etcd does its WAL segments, for a store whose every commit
+	// syncs (the Raft log). Pebble preallocates the same blocks but keeps
+	// the file's size, so each synced append also grew the size, and the
+	// fdatasync had to commit that too: 280 against 230 µs a sync under one
+	// client's puts here (docs/benchmarks.md).
+	FullSizeWALs bool
 }
 
 // DB is one Pebble instance. It embeds *pebble.DB: Ballast uses Pebble's own
@@ -142,6 +149,10 @@ func Open(cfg Config) (*DB, error) {
 		return nil, fmt.Errorf("store: check %s: %w", cfg.Dir, err)
 	}
 	opts.FS = &trackingFS{FS: fs, rec: rec}
+	if cfg.FullSizeWALs {
+		// Pebble's own preallocation: 110% of the memtable.
+		opts.FS.(*trackingFS).walSize = int64(cfg.MemTableSize + cfg.MemTableSize/10)
+	}
 	db, err := pebble.Open(cfg.Dir, opts)
 	if err == nil && fresh {
 		// A new store's first WAL is written in the older chunk format,

@@ -217,7 +217,31 @@ func checkLog(f io.ReaderAt, size int64, logNum uint32) (logCheck, error) {
 	}
 	from := w.end / logBlockSize * logBlockSize // the stop's block: nothing before it is read again
 	c.proven, err = proveDamage(io.NewSectionReader(f, from, size-from), from, w, logNum)
+	if err != nil || c.proven {
+		return c, err
+	}
+	// Nothing but zeroes after the stop: the unwritten rest of a log
+	// created at its full size (Config.FullSizeWALs), its clean end.
+	zero, err := zeroFrom(io.NewSectionReader(f, w.end, size-w.end))
+	c.torn = !zero
 	return c, err
+}
+
+// zeroFrom says whether r holds only zero bytes.
+func zeroFrom(r io.Reader) (bool, error) {
+	buf := make([]byte, logBlockSize)
+	for {
+		n, err := r.Read(buf)
+		if !allZero(buf[:n]) {
+			return false, nil
+		}
+		if err == io.EOF {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
 }
 
 // currentManifest is the MANIFEST Pebble's marker names, as Pebble picks

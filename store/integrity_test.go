@@ -532,3 +532,64 @@ func TestProofIsReadAtChunkBoundariesOnly(t *testing.T) {
 		t.Fatalf("bytes after an EOF trailer checked: damage at %d", bad)
 	}
 }
+
+// A Raft log's WAL is created at its full size (FullSizeWALs). Left by a
+// crash, its unwritten rest is zeroes: the store opens with every synced
+// write, and the check takes the zeroes for the log's clean end, not for a
+// torn write. A flip in its last record that the record of synced files
+// vouches for is still damage.
+func TestFullSizeWALs(t *testing.T) {
+	const memtable = 1 << 20
+	open := func(dir string) *DB {
+		db, err := Open(Config{Dir: dir, MemTableSize: memtable, FullSizeWALs: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+	dir := t.TempDir()
+	db := open(dir)
+	val := bytes.Repeat([]byte{'v'}, 100)
+	for i := range 300 {
+		if err := db.Set(fmt.Appendf(nil, "k%05d", i), val, pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.rec.flush()
+	crashed := crashCopy(t, dir)
+	db.Close()
+
+	wal := onlyFile(t, crashed, "*.log")
+	info, _ := os.Stat(wal)
+	if want := int64(memtable + memtable/10); info.Size() != want {
+		t.Fatalf("the WAL is %d bytes, want its full size %d", info.Size(), want)
+	}
+	c, err := checkLogFile(vfs.Default, wal, uint32(mustLogNum(t, wal)), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.torn || c.proven || c.stop < 300*100 {
+		t.Fatalf("check of a full-size WAL after a crash: %+v, want a clean end after the 300 records", c)
+	}
+	intact := crashCopy(t, crashed)
+	if code := openExitCode(t, intact); code != 0 {
+		t.Fatalf("open: exit %d, want it to open", code)
+	}
+	if n := countKeys(t, intact); n != 300 {
+		t.Fatalf("%d keys after the crash, want 300", n)
+	}
+
+	flipBit(t, wal, c.stop-10)
+	if code := openExitCode(t, crashed); code != ExitStorageFailure {
+		t.Fatalf("open with a flip in the synced last record: exit %d, want %d", code, ExitStorageFailure)
+	}
+}
+
+func mustLogNum(t *testing.T, path string) uint64 {
+	t.Helper()
+	n, ok := fileNum(filepath.Base(path), "", ".log")
+	if !ok {
+		t.Fatalf("%s is not a WAL", path)
+	}
+	return n
+}
