@@ -371,27 +371,44 @@ func (p *prevKVs) prev(ev *mvccpb.Event) *mvccpb.KeyValue {
 	return kv
 }
 
+// syncInterval is how often unsynced watchers are caught up from the event
+// log (etcd: 100 ms); a variable for tests.
+var syncInterval = 100 * time.Millisecond
+
+// fullRetry is how soon a watcher whose stream was still full is tried
+// again, as etcd retries its "victims" every 10 ms. Left to the next sync
+// tick, every watcher that found its stream full once waited 100 ms or
+// more, which set the Kubernetes profile's watch delivery p99.
+const fullRetry = 10 * time.Millisecond
+
 // syncLoop catches unsynced watchers up from the event log on disk.
 func (h *hub) syncLoop() {
 	defer h.wg.Done()
-	t := time.NewTicker(100 * time.Millisecond)
+	t := time.NewTicker(syncInterval)
 	defer t.Stop()
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-h.stopCh:
 			return
 		case <-h.kickCh:
 		case <-t.C:
+		case <-retry:
 		}
-		h.syncOnce()
+		retry = nil
+		if h.syncOnce() {
+			retry = time.After(fullRetry)
+		}
 	}
 }
 
-func (h *hub) syncOnce() {
+// syncOnce tries to catch every unsynced watcher up, and reports whether
+// one found its stream full.
+func (h *hub) syncOnce() (full bool) {
 	h.mu.Lock()
 	if len(h.unsynced) == 0 {
 		h.mu.Unlock()
-		return
+		return false
 	}
 	ws := make([]*watcher, 0, len(h.unsynced))
 	for w := range h.unsynced {
@@ -402,17 +419,21 @@ func (h *hub) syncOnce() {
 	v, release := h.s.readView()
 	defer release()
 	for _, w := range ws {
-		h.catchUp(v, w)
+		if h.catchUp(v, w) {
+			full = true
+		}
 	}
+	return full
 }
 
 // catchUp sends w the events after its minRev, from v, and moves it to the
-// synced set once nothing is left behind.
-func (h *hub) catchUp(v *view, w *watcher) {
+// synced set once nothing is left behind. It reports whether w's stream
+// was full.
+func (h *hub) catchUp(v *view, w *watcher) (full bool) {
 	h.mu.Lock()
 	if !h.unsynced[w] {
 		h.mu.Unlock()
-		return
+		return false
 	}
 	from, hubRev := w.minRev, h.rev
 	h.mu.Unlock()
@@ -421,14 +442,15 @@ func (h *hub) catchUp(v *view, w *watcher) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		if !h.unsynced[w] {
-			return
+			return false
 		}
 		select {
 		case w.ws.ch <- WatchResponse{WatchID: w.id, CompactRevision: v.compactRev}:
 			delete(h.unsynced, w) // the id stays reserved until the client cancels it
+			return false
 		default:
+			return true
 		}
-		return
 	}
 	to := min(hubRev, v.rev, from+catchUpRevs-1)
 	var evs []*mvccpb.Event
@@ -436,7 +458,7 @@ func (h *hub) catchUp(v *view, w *watcher) {
 		var err error
 		if evs, err = v.events(from, to); err != nil {
 			h.s.log.Error("watch catch-up read failed", "err", err)
-			return
+			return false
 		}
 		evs = w.filter(evs)
 		if w.prevKV {
@@ -446,13 +468,13 @@ func (h *hub) catchUp(v *view, w *watcher) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.unsynced[w] {
-		return
+		return false
 	}
 	if len(evs) > 0 {
 		select {
 		case w.ws.ch <- WatchResponse{WatchID: w.id, Events: evs, Revision: hubRev}:
 		default:
-			return // still full; try again next round
+			return true // still full: tried again in fullRetry
 		}
 	}
 	w.minRev = to + 1
@@ -462,6 +484,7 @@ func (h *hub) catchUp(v *view, w *watcher) {
 	} else {
 		h.kick()
 	}
+	return false
 }
 
 // events reads the event log for revisions [from, to].

@@ -493,3 +493,28 @@ func TestWatchRequestProgress(t *testing.T) {
 		t.Fatal("progress granted for an unknown watcher")
 	}
 }
+
+// A watcher whose stream was full when its events came is caught up as soon
+// as the reader makes room, not at the next periodic sync (here an hour
+// away): a full stream costs a watcher the time its reader takes, as in
+// etcd, not a sync interval on top.
+func TestWatchFullStreamRetriedSoon(t *testing.T) {
+	defer func(d time.Duration) { syncInterval = d }(syncInterval)
+	syncInterval = time.Hour
+	ts := openTestStore(t, nil, Config{})
+	ws := ts.s.NewWatchStream()
+	defer ws.Close()
+	if _, _, err := ws.Watch(0, []byte("k"), nil, 0, WatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const n = streamBuffer + 50
+	for i := range n {
+		ts.must(putReq("k", fmt.Sprint(i))) // revs 2..n+1; the stream fills at streamBuffer
+	}
+	evs := collectEvents(t, ws, n)
+	for i, ev := range evs {
+		if ev.Kv.ModRevision != int64(i)+2 {
+			t.Fatalf("event %d at rev %d, want %d: gap or duplicate", i, ev.Kv.ModRevision, i+2)
+		}
+	}
+}
