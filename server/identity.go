@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/ballast-kv/ballast/raftlog"
@@ -78,7 +79,7 @@ func (s *Server) identify() ([]raftlog.Server, error) {
 	} else if err := s.joinExisting(peers); err != nil {
 		return nil, err
 	}
-	if err := writeFileSynced(path, memberFile(s.id, s.clusterID)); err != nil {
+	if err := store.WriteFileAtomically(vfs.Default, path, memberFile(s.id, s.clusterID)); err != nil {
 		return nil, err
 	}
 	return bootstrap, nil
@@ -122,36 +123,6 @@ func parseMemberFile(b []byte) (id, cid uint64, err error) {
 		return 0, 0, fmt.Errorf("%w: corrupted member file: %q", store.ErrDamaged, b)
 	}
 	return id, cid, nil
-}
-
-// writeFileSynced writes a file whole or not at all, durably: a temporary
-// file, synced, renamed over the target, and the directory synced.
-func writeFileSynced(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	dir, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	return dir.Sync()
 }
 
 // checkNotBootstrapped refuses to bootstrap next to running members of

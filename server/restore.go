@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/ballast-kv/ballast/mvcc"
 	"github.com/ballast-kv/ballast/store"
 )
@@ -51,7 +53,7 @@ func RestoreBackup(cfg Config, backup io.Reader, size int64, verify bool) (Resto
 		return res, err
 	}
 	// The member file last: a data dir without one is not a member's.
-	if err := writeFileSynced(filepath.Join(cfg.DataDir, "member"), memberFile(id, cid)); err != nil {
+	if err := store.WriteFileAtomically(vfs.Default, filepath.Join(cfg.DataDir, "member"), memberFile(id, cid)); err != nil {
 		os.RemoveAll(cfg.DataDir)
 		return res, err
 	}

@@ -167,7 +167,7 @@ func (r *fileRecord) writeLocked() {
 		fmt.Fprintf(&b, "%s synced %d\n", name, r.synced[name])
 	}
 	fmt.Fprintf(&b, "%08x\n", maskedCRC([]byte(b.String())))
-	if err := writeAtomically(r.fs, r.dir, recordFile, []byte(b.String())); err != nil {
+	if err := WriteFileAtomically(r.fs, filepath.Join(r.dir, recordFile), []byte(b.String())); err != nil {
 		if !r.failed {
 			r.log.Warn("could not write the record of synced files; the next open checks less", "err", err)
 		}
@@ -177,10 +177,12 @@ func (r *fileRecord) writeLocked() {
 	r.dirty, r.failed = false, false
 }
 
-// writeAtomically replaces dir/name with data: a temporary file synced,
-// renamed over it, the directory synced.
-func writeAtomically(fs vfs.FS, dir, name string, data []byte) error {
-	tmp := filepath.Join(dir, name+".tmp")
+// WriteFileAtomically replaces the file at path with data, whole or not at
+// all, durably: a temporary file synced, renamed over it, the directory
+// synced.
+func WriteFileAtomically(fs vfs.FS, path string, data []byte) error {
+	dir := filepath.Dir(path)
+	tmp := path + ".tmp"
 	f, err := fs.Create(tmp, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return err
@@ -193,7 +195,7 @@ func writeAtomically(fs vfs.FS, dir, name string, data []byte) error {
 		werr = cerr
 	}
 	if werr == nil {
-		werr = fs.Rename(tmp, filepath.Join(dir, name))
+		werr = fs.Rename(tmp, path)
 	}
 	if werr != nil {
 		fs.Remove(tmp)

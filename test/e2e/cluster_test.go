@@ -135,12 +135,11 @@ func names(nodes []*harness.Node) string {
 	return strings.Join(s, ",")
 }
 
-// restart restarts n after a kill or stop. Its ports were picked by the
-// harness from the ephemeral range, so while it was down another socket may
-// have taken one (a TIME_WAIT left by a self-connected dial to the dead port
-// does, for 60s): the restart then fails with "address already in use".
-// Check first and name the holder, so such a failure is not taken for a
-// server bug.
+// restart restarts n after a kill or stop. The harness picks ports below
+// the ephemeral range, but while n was down another process may still have
+// taken one: the restart then fails with "address already in use". Check
+// first and name the holder, so such a failure is not taken for a server
+// bug.
 func restart(t *testing.T, n *harness.Node) {
 	t.Helper()
 	for _, u := range []string{n.ListenPeerURL, n.ClientURL} {
