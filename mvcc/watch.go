@@ -524,3 +524,12 @@ func (s *Store) Watchers() int {
 	}
 	return n
 }
+
+// SlowWatchers is the number of watchers behind the store, waiting to be
+// caught up from the event log (etcd_debugging_mvcc_slow_watcher_total).
+func (s *Store) SlowWatchers() int {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.unsynced)
+}

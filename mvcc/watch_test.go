@@ -511,7 +511,11 @@ func TestWatchFullStreamRetriedSoon(t *testing.T) {
 	for i := range n {
 		ts.must(putReq("k", fmt.Sprint(i))) // revs 2..n+1; the stream fills at streamBuffer
 	}
+	if got := ts.s.SlowWatchers(); got != 1 {
+		t.Fatalf("%d slow watchers with the stream full, want 1", got)
+	}
 	evs := collectEvents(t, ws, n)
+	pollUntil(t, watchDeadline, "no slow watcher once the stream is read", func() bool { return ts.s.SlowWatchers() == 0 })
 	for i, ev := range evs {
 		if ev.Kv.ModRevision != int64(i)+2 {
 			t.Fatalf("event %d at rev %d, want %d: gap or duplicate", i, ev.Kv.ModRevision, i+2)

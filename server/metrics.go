@@ -116,6 +116,7 @@ func newMetrics(s *Server) *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "etcd", Subsystem: "server", Name: "leader_changes_seen_total", Help: "The number of leader changes seen."},
 			func() float64 { return float64(s.node.LeaderChanges()) }),
 		gauge("debugging", "mvcc_watcher_total", "Total number of watchers.", func() float64 { return float64(s.kv.Watchers()) }),
+		gauge("debugging", "mvcc_slow_watcher_total", "Total number of unsynced slow watchers.", func() float64 { return float64(s.kv.SlowWatchers()) }),
 		gauge("debugging", "mvcc_keys_total", "Total number of keys.", func() float64 {
 			resp, err := s.kv.Range(&pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, CountOnly: true})
 			if err != nil {
