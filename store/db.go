@@ -148,11 +148,12 @@ func Open(cfg Config) (*DB, error) {
 		}
 		return nil, fmt.Errorf("store: check %s: %w", cfg.Dir, err)
 	}
-	opts.FS = &trackingFS{FS: fs, rec: rec}
+	tracking := &trackingFS{FS: fs, rec: rec}
 	if cfg.FullSizeWALs {
 		// Pebble's own preallocation: 110% of the memtable.
-		opts.FS.(*trackingFS).walSize = int64(cfg.MemTableSize + cfg.MemTableSize/10)
+		tracking.walSize = int64(cfg.MemTableSize + cfg.MemTableSize/10)
 	}
+	opts.FS = tracking
 	db, err := pebble.Open(cfg.Dir, opts)
 	if err == nil && fresh {
 		// A new store's first WAL is written in the older chunk format,

@@ -216,32 +216,12 @@ func checkLog(f io.ReaderAt, size int64, logNum uint32) (logCheck, error) {
 		return c, nil
 	}
 	from := w.end / logBlockSize * logBlockSize // the stop's block: nothing before it is read again
-	c.proven, err = proveDamage(io.NewSectionReader(f, from, size-from), from, w, logNum)
-	if err != nil || c.proven {
-		return c, err
-	}
+	var zeroTail bool
+	c.proven, zeroTail, err = proveDamage(io.NewSectionReader(f, from, size-from), from, w, logNum)
 	// Nothing but zeroes after the stop: the unwritten rest of a log
 	// created at its full size (Config.FullSizeWALs), its clean end.
-	zero, err := zeroFrom(io.NewSectionReader(f, w.end, size-w.end))
-	c.torn = !zero
+	c.torn = c.proven || !zeroTail
 	return c, err
-}
-
-// zeroFrom says whether r holds only zero bytes.
-func zeroFrom(r io.Reader) (bool, error) {
-	buf := make([]byte, logBlockSize)
-	for {
-		n, err := r.Read(buf)
-		if !allZero(buf[:n]) {
-			return false, nil
-		}
-		if err == io.EOF {
-			return true, nil
-		}
-		if err != nil {
-			return false, err
-		}
-	}
 }
 
 // currentManifest is the MANIFEST Pebble's marker names, as Pebble picks
@@ -378,11 +358,16 @@ func headerEnd(b []byte, off int) (int, bool) {
 // was synced past it. Like Pebble's reader it reads only chunk boundaries:
 // from the end of the damaged chunk if its header is whole, and from the
 // start of each later block. It says whether it finds one; if not, the
-// stop may be a torn write, the log's true end.
+// stop may be a torn write, the log's true end. As it reads every block
+// after the stop, it also says whether they hold nothing but zeroes from
+// the stop on (meaningful only when nothing was found).
 // r reads the log from offset from, the start of the stop's block.
-func proveDamage(r io.Reader, from int64, w walk, logNum uint32) (bool, error) {
-	found := false
-	err := forEachBlock(r, from, func(base int64, b []byte) bool {
+func proveDamage(r io.Reader, from int64, w walk, logNum uint32) (found, zeroTail bool, err error) {
+	zeroTail = true
+	err = forEachBlock(r, from, func(base int64, b []byte) bool {
+		if zeroTail {
+			zeroTail = allZero(b[max(w.end-base, 0):])
+		}
 		off := 0
 		if base == from {
 			if w.resume < 0 {
@@ -403,7 +388,7 @@ func proveDamage(r io.Reader, from int64, w walk, logNum uint32) (bool, error) {
 		}
 		return false
 	})
-	return found, err
+	return found, zeroTail, err
 }
 
 // proves says whether a valid chunk at off shows that the log had been
