@@ -412,6 +412,14 @@ func runBenchAt(ctx context.Context, cfg *config, endpoints string, args []strin
 	if jerr := json.Unmarshal(stdout.Bytes(), &r); jerr != nil || err != nil {
 		return nil, fmt.Errorf("%s %s: %v\n%s%s", cfg.benchBin, strings.Join(full, " "), errors.Join(err, jerr), stderr.String(), stdout.String())
 	}
+	if r.Errors > 0 {
+		// The tool names the first failure on stderr; keep it in the log.
+		for line := range strings.Lines(stderr.String()) {
+			if strings.Contains(line, "fail") || strings.Contains(line, "error") {
+				logf("%s", strings.TrimSpace(line))
+			}
+		}
+	}
 	return &r, nil
 }
 
