@@ -37,6 +37,7 @@ type StateMachine interface {
 type fsm struct {
 	sm          StateMachine
 	onCommitted func(entryID) // as each batch arrives, before it is applied
+	onApplied   func(uint64)  // after each batch, with the last index applied
 
 	applied atomic.Uint64
 	mu      sync.Mutex
@@ -79,6 +80,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 		}
 	}
 	f.advance(last.Index)
+	if f.onApplied != nil {
+		f.onApplied(last.Index)
+	}
 	return out
 }
 

@@ -122,6 +122,11 @@ type Node struct {
 	stateIdxFor uint64
 	stateIdx    uint64
 
+	// snapshotAt is the applied index the last snapshot was asked at;
+	// snapshotKick wakes snapshotByCount.
+	snapshotAt   atomic.Uint64
+	snapshotKick chan struct{}
+
 	stopCh    chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -144,7 +149,7 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, db: db, fsm: newFSM(sm), log: log, stopCh: make(chan struct{})}
+	n := &Node{cfg: cfg, db: db, fsm: newFSM(sm), log: log, snapshotKick: make(chan struct{}, 1), stopCh: make(chan struct{})}
 	n.reads.n = n
 	if n.logs, err = NewLogStore(db); err != nil {
 		db.Close()
@@ -216,6 +221,9 @@ func (n *Node) start() error {
 	if metas, err := snaps.List(); err == nil && len(metas) > 0 {
 		latest = metas[0]
 	}
+	if latest != nil {
+		n.snapshotAt.Store(latest.Index)
+	}
 	if err := n.checkLogCoversApplied(latest); err != nil {
 		return err
 	}
@@ -259,9 +267,57 @@ func (n *Node) start() error {
 		ID:              []byte(rc.LocalID),
 		Addr:            n.trans.EncodePeer(rc.LocalID, n.trans.LocalAddr()),
 	})
-	n.wg.Add(1)
+	n.fsm.onApplied = n.appliedUpTo
+	n.wg.Add(2)
 	go n.watchLeadership()
+	go n.snapshotByCount()
 	return nil
+}
+
+// appliedUpTo wakes snapshotByCount once SnapshotCount entries were applied
+// since the last snapshot.
+func (n *Node) appliedUpTo(index uint64) {
+	if index >= n.snapshotAt.Load()+n.cfg.SnapshotCount {
+		kick(n.snapshotKick)
+	}
+}
+
+// snapshotByCount takes a snapshot, and so truncates the log to its
+// trailing entries, every SnapshotCount applied entries, as etcd does.
+// hashicorp/raft only looks at the count every SnapshotInterval, by which
+// time a busy member can have logged far more: every one of them is read
+// again at the next start (Raft scans the log for configurations and
+// replays it to the state machine). A snapshot is cheap here: a sync of the
+// state and a marker (fsm.Snapshot).
+func (n *Node) snapshotByCount() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stopCh:
+			return
+		case <-n.snapshotKick:
+		}
+		applied := n.fsm.applied.Load()
+		if applied < n.snapshotAt.Load()+n.cfg.SnapshotCount {
+			continue
+		}
+		err := n.raft.Snapshot().Error()
+		switch {
+		case err == nil, errors.Is(err, raft.ErrNothingNewToSnapshot):
+			n.snapshotAt.Store(applied)
+		case errors.Is(err, raft.ErrRaftShutdown):
+			return
+		default:
+			// Raft's periodic snapshot remains; an apply a second from
+			// now tries again.
+			n.log.Warn("snapshot by count failed", "applied-index", applied, "err", err)
+			select {
+			case <-n.stopCh:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
 }
 
 // ErrLogBehindState is returned by Open when the Raft log ends before the

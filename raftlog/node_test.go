@@ -284,3 +284,28 @@ func TestNodeSingleVoter(t *testing.T) {
 		seen[i] = true
 	}
 }
+
+// TestSnapshotEverySnapshotCount: a snapshot (which lets Raft truncate the
+// log to its trailing entries) is taken every SnapshotCount applied
+// entries, not only when Raft's periodic check comes round every
+// SnapshotInterval (10-20 s).
+func TestSnapshotEverySnapshotCount(t *testing.T) {
+	cfg := testNodeConfig(t, t.TempDir(), freeAddr(t))
+	cfg.SnapshotCount = 200
+	n := openLeader(t, cfg, &memSM{})
+	start := time.Now()
+	var last uint64
+	for i := range 650 {
+		last = propose(t, n, fmt.Sprintf("k%d", i))
+	}
+	snapshotIndex := func() uint64 {
+		v, _ := strconv.ParseUint(n.raft.Stats()["last_snapshot_index"], 10, 64)
+		return v
+	}
+	waitFor(t, 3*time.Second, "a snapshot within SnapshotCount of the last entry", func() bool {
+		return snapshotIndex()+cfg.SnapshotCount > last
+	})
+	if d := time.Since(start); d >= 10*time.Second {
+		t.Fatalf("took %v: Raft's periodic check may have taken the snapshot", d)
+	}
+}
