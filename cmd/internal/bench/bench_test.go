@@ -2,11 +2,15 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func closedPort(t *testing.T) string {
@@ -117,3 +121,32 @@ func TestWriteResult(t *testing.T) {
 }
 
 func msDur(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
+
+// TestClosedLoopRate: with --rate, operations start no earlier than their
+// due times, and a server slower than the rate is charged from the due
+// time, so the queue it causes shows in the latencies.
+func TestClosedLoopRate(t *testing.T) {
+	e := &env{global: global{maxDuration: time.Minute}, ctx: context.Background(), stdout: io.Discard, stderr: io.Discard}
+	clients := []*clientv3.Client{nil, nil}
+
+	h := NewHistogram()
+	start := time.Now()
+	st := e.closedLoop(clients, load{total: 21, rate: 100}, h, func(context.Context, *clientv3.Client, int) error { return nil })
+	if st.ops != 21 {
+		t.Fatalf("ops %d, want 21", st.ops)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Fatalf("21 operations at 100/s took %v, want at least 200ms", d)
+	}
+
+	// One client, due every 10ms, each operation taking 30ms: operation 9
+	// is due at 90ms and ends at 300ms or later.
+	h = NewHistogram()
+	e.closedLoop(clients[:1], load{total: 10, rate: 100}, h, func(context.Context, *clientv3.Client, int) error {
+		time.Sleep(30 * time.Millisecond)
+		return nil
+	})
+	if m := h.Max(); m < 200*time.Millisecond {
+		t.Fatalf("largest latency %v, want at least 200ms: a late start must count from the due time", m)
+	}
+}

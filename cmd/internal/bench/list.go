@@ -72,7 +72,7 @@ func listFlags(fs *flag.FlagSet) func(*env, []string) (*Result, error) {
 			pages.Add(int64(len(times)))
 			return nil
 		}
-		st := e.closedLoop(spread(conns, l.clients), l.total, listHist, list)
+		st := e.closedLoop(spread(conns, l.clients), l, listHist, list)
 		r := e.finish("list", "page", st, pageHist, l.total)
 		r.extra("pages", float64(pages.Load()))
 		if st.elapsed > 0 {

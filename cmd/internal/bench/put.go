@@ -54,17 +54,19 @@ func (g *keyGen) key(i int) string {
 // load holds the flags shared by the request-loop workloads.
 type load struct {
 	total, conns, clients int
+	rate                  float64 // requests per second over all clients; 0: as fast as they go
 }
 
 func (l *load) register(fs *flag.FlagSet, total int) {
 	fs.IntVar(&l.total, "total", total, "total number of requests")
 	fs.IntVar(&l.conns, "conns", 1, "number of gRPC connections")
 	fs.IntVar(&l.clients, "clients", 1, "number of concurrent clients, spread over --conns")
+	fs.Float64Var(&l.rate, "rate", 0, "requests per second over all clients, to compare latencies at the same load; 0: each client sends its next request as soon as the last returns")
 }
 
 func (l *load) validate() error {
-	if l.total <= 0 || l.conns <= 0 || l.clients <= 0 {
-		return errors.New("--total, --conns and --clients must be positive")
+	if l.total <= 0 || l.conns <= 0 || l.clients <= 0 || l.rate < 0 {
+		return errors.New("--total, --conns and --clients must be positive, --rate not negative")
 	}
 	return nil
 }
@@ -74,6 +76,7 @@ func (l *load) params() map[string]string {
 		"total":   strconv.Itoa(l.total),
 		"conns":   strconv.Itoa(l.conns),
 		"clients": strconv.Itoa(l.clients),
+		"rate":    strconv.FormatFloat(l.rate, 'g', -1, 64),
 	}
 }
 
@@ -101,7 +104,7 @@ func putFlags(fs *flag.FlagSet) func(*env, []string) (*Result, error) {
 		defer closeAll()
 		val := randValue(valSize)
 		h := NewHistogram()
-		st := e.closedLoop(spread(conns, l.clients), l.total, h, func(ctx context.Context, c *clientv3.Client, i int) error {
+		st := e.closedLoop(spread(conns, l.clients), l, h, func(ctx context.Context, c *clientv3.Client, i int) error {
 			_, err := c.Put(ctx, keys.key(i), val)
 			return err
 		})
@@ -151,7 +154,7 @@ func txnPutFlags(fs *flag.FlagSet) func(*env, []string) (*Result, error) {
 		defer closeAll()
 		val := randValue(valSize)
 		h := NewHistogram()
-		st := e.closedLoop(spread(conns, l.clients), l.total, h, func(ctx context.Context, c *clientv3.Client, i int) error {
+		st := e.closedLoop(spread(conns, l.clients), l, h, func(ctx context.Context, c *clientv3.Client, i int) error {
 			ops := make([]clientv3.Op, txnOps)
 			for j := range ops {
 				ops[j] = clientv3.OpPut(keys.key(i*txnOps+j), val)

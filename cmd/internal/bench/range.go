@@ -83,7 +83,7 @@ func rangeFlags(fs *flag.FlagSet) func(*env, []string) (*Result, error) {
 		}
 
 		h := NewHistogram()
-		st := e.closedLoop(spread(conns, l.clients), l.total, h, func(ctx context.Context, c *clientv3.Client, _ int) error {
+		st := e.closedLoop(spread(conns, l.clients), l, h, func(ctx context.Context, c *clientv3.Client, _ int) error {
 			_, err := c.Get(ctx, key, opts...)
 			return err
 		})

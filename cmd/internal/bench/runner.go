@@ -23,11 +23,15 @@ type loopStats struct {
 }
 
 // closedLoop runs op from one goroutine per entry of clients, each issuing
-// its next operation as soon as the previous one returns, until total
-// operations have been issued or --max-duration has passed. Latencies of
-// successful operations go into h. Operations cut short by the deadline or
-// an interrupt count neither as done nor as errors.
-func (e *env) closedLoop(clients []*clientv3.Client, total int, h *Histogram, op opFunc) loopStats {
+// its next operation as soon as the previous one returns, until l.total
+// operations have been issued or --max-duration has passed. With l.rate,
+// operation i is due at start + i/rate and waits for that time; its latency
+// is then counted from when it was due, so a server that falls behind the
+// rate is charged for the queue it causes (no coordinated omission).
+// Latencies of successful operations go into h. Operations cut short by the
+// deadline or an interrupt count neither as done nor as errors.
+func (e *env) closedLoop(clients []*clientv3.Client, l load, h *Histogram, op opFunc) loopStats {
+	total := l.total
 	ctx, cancel := context.WithTimeout(e.ctx, e.maxDuration)
 	defer cancel()
 	var (
@@ -45,6 +49,12 @@ func (e *env) closedLoop(clients []*clientv3.Client, total int, h *Histogram, op
 					return
 				}
 				st := time.Now()
+				if l.rate > 0 {
+					st = start.Add(time.Duration(float64(i) / l.rate * float64(time.Second)))
+					if sleepUntil(ctx, st) != nil {
+						return
+					}
+				}
 				err := op(ctx, c, int(i))
 				d := time.Since(st)
 				switch {
