@@ -27,7 +27,8 @@ import (
 //   - event: a put of an Event attached to a short lease, leases granted
 //     and reused for a while as kube-apiserver's lease manager does;
 //   - paged lists of /registry/pods/ with limit 500, pinned to the first
-//     page's revision, from --listers goroutines;
+//     page's revision, from --listers goroutines, back to back or at
+//     --list-rate lists per second over all of them;
 //   - watches of /registry/pods/ from the current revision with prev_kv and
 //     progress notifications, measuring write-to-event latency;
 //   - the compaction kube-apiserver runs every five minutes (here every
@@ -45,6 +46,7 @@ func k8sFlags(fs *flag.FlagSet) func(*env, []string) (*Result, error) {
 		pods, hot           int
 		valMin, valMax      int
 		listers, watchers   int
+		listRate            float64
 		limit               int64
 		eventTTL            int64
 		leaseReuse, compact time.Duration
@@ -56,6 +58,7 @@ func k8sFlags(fs *flag.FlagSet) func(*env, []string) (*Result, error) {
 	fs.IntVar(&valMin, "val-min", 1024, "smallest value in bytes")
 	fs.IntVar(&valMax, "val-max", 10240, "largest value in bytes")
 	fs.IntVar(&listers, "listers", 2, "goroutines doing paged lists of /registry/pods/ throughout")
+	fs.Float64Var(&listRate, "list-rate", 0, "whole lists per second over all --listers (with --rate, for the same load on every server); 0: each lister lists again as soon as it is done")
 	fs.Int64Var(&limit, "list-limit", 500, "keys per list page")
 	fs.IntVar(&watchers, "watchers", 10, "watchers of /registry/pods/")
 	fs.Int64Var(&eventTTL, "event-ttl", 5, "TTL in seconds of the leases events are attached to")
@@ -68,11 +71,12 @@ func k8sFlags(fs *flag.FlagSet) func(*env, []string) (*Result, error) {
 		if err := l.validate(); err != nil {
 			return nil, invalid(err)
 		}
-		if pods <= 0 || hot <= 0 || hot > pods || valMin < 16 || valMax < valMin || listers < 0 || watchers < 0 ||
+		if pods <= 0 || hot <= 0 || hot > pods || valMin < 16 || valMax < valMin || listers < 0 || watchers < 0 || listRate < 0 ||
 			limit <= 0 || eventTTL <= 0 || leaseReuse <= 0 || compact <= 0 {
-			return nil, invalid(errors.New("--pods, --hot (at most --pods), --list-limit, --event-ttl, --lease-reuse and --compact-interval must be positive, --val-min at least 16 and at most --val-max, --listers and --watchers not negative"))
+			return nil, invalid(errors.New("--pods, --hot (at most --pods), --list-limit, --event-ttl, --lease-reuse and --compact-interval must be positive, --val-min at least 16 and at most --val-max, --listers, --watchers and --list-rate not negative"))
 		}
 		k := &k8sRun{env: e, pods: pods, hot: hot, valMin: valMin, valMax: valMax, eventTTL: eventTTL, leaseReuse: leaseReuse}
+		k.listRate = listRate
 		r, err := k.run(l, listers, watchers, limit, compact)
 		if r != nil {
 			r.Params = l.params()
@@ -80,6 +84,7 @@ func k8sFlags(fs *flag.FlagSet) func(*env, []string) (*Result, error) {
 				r.Params[name] = strconv.Itoa(v)
 			}
 			r.Params["list-limit"] = strconv.FormatInt(limit, 10)
+			r.Params["list-rate"] = strconv.FormatFloat(listRate, 'g', -1, 64)
 			r.Params["event-ttl"] = strconv.FormatInt(eventTTL, 10)
 			r.Params["lease-reuse"] = leaseReuse.String()
 			r.Params["compact-interval"] = compact.String()
@@ -106,7 +111,8 @@ type k8sRun struct {
 	valMin, valMax int
 	eventTTL       int64
 	leaseReuse     time.Duration
-	filler         []byte // random bytes values are cut from
+	listRate       float64 // whole lists per second over all listers; 0: back to back
+	filler         []byte  // random bytes values are cut from
 
 	mu       sync.Mutex
 	revs     map[string]int64 // last known mod revision of the hot pods
@@ -174,11 +180,20 @@ func (k *k8sRun) run(l load, listers, watchers int, limit int64, compactEvery ti
 	pageHist, listHist, watchHist := NewHistogram(), NewHistogram(), NewHistogram()
 	var lists, watchEvents, watchErrs, compactions atomic.Int64
 	listOpts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(k8sPods)), clientv3.WithLimit(limit)}
+	var listSeq atomic.Int64
+	listStart := time.Now()
 	for i := range listers {
 		c := conns[i%len(conns)]
 		wg.Go(func() {
 			for side.Err() == nil {
 				st := time.Now()
+				if k.listRate > 0 {
+					// Due at its turn of the rate; counted from then.
+					st = listStart.Add(time.Duration(float64(listSeq.Add(1)-1) / k.listRate * float64(time.Second)))
+					if sleepUntil(side, st) != nil {
+						return
+					}
+				}
 				_, times, err := pagedList(side, c, k8sPods, listOpts)
 				if err != nil {
 					continue // cut short when the run ends, or a compacted page: start again
