@@ -371,8 +371,16 @@ func (k *k8sRun) delete(ctx context.Context, c *clientv3.Client, i int) error {
 	k.created = k.created[1:]
 	k.mu.Unlock()
 	get, err := c.Get(ctx, key, clientv3.WithSerializable())
-	if err != nil || len(get.Kvs) == 0 {
-		return fmt.Errorf("delete %s: %v", key, err)
+	if err == nil && len(get.Kvs) == 0 {
+		// A serializable read may come from a member that has not
+		// applied the create yet; a linearizable one cannot miss it.
+		get, err = c.Get(ctx, key)
+	}
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	if len(get.Kvs) == 0 {
+		return fmt.Errorf("delete %s: not found", key)
 	}
 	resp, err := c.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", get.Kvs[0].ModRevision)).
