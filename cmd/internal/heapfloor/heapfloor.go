@@ -11,7 +11,7 @@
 // grow to the floor between collections, and leaves a heap whose goal is
 // above the floor to GOGC alone. The cost is memory while the heap is
 // small: with a 32 MiB floor, one client's puts through a follower
-// collected 5-12 times in 8 s instead of 23-41 and their p99 fell by a
+// collected 3-12 times in 8 s instead of 23-42 and their p99 fell by a
 // quarter of a millisecond, and a member's RSS grew by up to 20 MiB
 // (docs/benchmarks.md).
 package heapfloor
