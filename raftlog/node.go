@@ -186,6 +186,7 @@ func (n *Node) start() error {
 		Stream: stream, MaxPool: 4, Timeout: 10 * time.Second, Logger: hl,
 	}), n.stopCh)
 	n.fsm.onCommitted = n.trans.committedUpTo
+	n.fsm.onApplied = n.appliedUpTo
 	n.logs.BeforeSync = n.trans.sendEarly
 
 	rc := raft.DefaultConfig()
@@ -267,7 +268,6 @@ func (n *Node) start() error {
 		ID:              []byte(rc.LocalID),
 		Addr:            n.trans.EncodePeer(rc.LocalID, n.trans.LocalAddr()),
 	})
-	n.fsm.onApplied = n.appliedUpTo
 	n.wg.Add(2)
 	go n.watchLeadership()
 	go n.snapshotByCount()
