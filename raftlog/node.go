@@ -122,8 +122,9 @@ type Node struct {
 	stateIdxFor uint64
 	stateIdx    uint64
 
-	// snapshotAt is the applied index the last snapshot was asked at;
-	// snapshotKick wakes snapshotByCount.
+	// snapshotAt is the index of the latest snapshot (of any origin), or
+	// the applied index one by count was asked at; snapshotKick wakes
+	// snapshotByCount.
 	snapshotAt   atomic.Uint64
 	snapshotKick chan struct{}
 
@@ -169,7 +170,7 @@ func (n *Node) start() error {
 	if err != nil {
 		return fmt.Errorf("raftlog: snapshot store: %w", err)
 	}
-	snaps := &snapshotStore{FileSnapshotStore: files, sm: n.fsm.sm, dir: filepath.Join(n.cfg.Dir, "snap"), log: n.log}
+	snaps := &snapshotStore{FileSnapshotStore: files, sm: n.fsm.sm, dir: filepath.Join(n.cfg.Dir, "snap"), log: n.log, onCreate: n.snapshotTaken}
 	stream := n.cfg.Stream
 	if stream == nil {
 		addr, err := net.ResolveTCPAddr("tcp", n.cfg.Advertise)
@@ -223,7 +224,7 @@ func (n *Node) start() error {
 		latest = metas[0]
 	}
 	if latest != nil {
-		n.snapshotAt.Store(latest.Index)
+		n.snapshotTaken(latest.Index)
 	}
 	if err := n.checkLogCoversApplied(latest); err != nil {
 		return err
@@ -277,8 +278,25 @@ func (n *Node) start() error {
 // appliedUpTo wakes snapshotByCount once SnapshotCount entries were applied
 // since the last snapshot.
 func (n *Node) appliedUpTo(index uint64) {
-	if index >= n.snapshotAt.Load()+n.cfg.SnapshotCount {
+	if n.snapshotDue(index) {
 		kick(n.snapshotKick)
+	}
+}
+
+// snapshotDue reports whether SnapshotCount entries were applied since the
+// last snapshot (written to hold for any count, without overflow).
+func (n *Node) snapshotDue(applied uint64) bool {
+	at := n.snapshotAt.Load()
+	return applied > at && applied-at >= n.cfg.SnapshotCount
+}
+
+// snapshotTaken records a snapshot at index, of any origin.
+func (n *Node) snapshotTaken(index uint64) {
+	for {
+		at := n.snapshotAt.Load()
+		if index <= at || n.snapshotAt.CompareAndSwap(at, index) {
+			return
+		}
 	}
 }
 
@@ -298,13 +316,13 @@ func (n *Node) snapshotByCount() {
 		case <-n.snapshotKick:
 		}
 		applied := n.fsm.applied.Load()
-		if applied < n.snapshotAt.Load()+n.cfg.SnapshotCount {
+		if !n.snapshotDue(applied) {
 			continue
 		}
 		err := n.raft.Snapshot().Error()
 		switch {
 		case err == nil, errors.Is(err, raft.ErrNothingNewToSnapshot):
-			n.snapshotAt.Store(applied)
+			n.snapshotTaken(applied)
 		case errors.Is(err, raft.ErrRaftShutdown):
 			return
 		default:

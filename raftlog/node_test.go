@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"slices"
 	"strconv"
@@ -307,5 +308,27 @@ func TestSnapshotEverySnapshotCount(t *testing.T) {
 	})
 	if d := time.Since(start); d >= 10*time.Second {
 		t.Fatalf("took %v: Raft's periodic check may have taken the snapshot", d)
+	}
+}
+
+// TestSnapshotDue: a snapshot is due SnapshotCount entries after the last
+// one, never before it, and a count too large to reach never wraps round
+// into a snapshot per batch.
+func TestSnapshotDue(t *testing.T) {
+	for _, c := range []struct {
+		count, at, applied uint64
+		want               bool
+	}{
+		{100, 1000, 1099, false},
+		{100, 1000, 1100, true},
+		{100, 1000, 900, false}, // applied behind the snapshot (a restart)
+		{math.MaxUint64, 1000, 5000, false},
+		{math.MaxUint64 - 10, 20, math.MaxUint64, false},
+	} {
+		n := &Node{cfg: Config{SnapshotCount: c.count}}
+		n.snapshotAt.Store(c.at)
+		if got := n.snapshotDue(c.applied); got != c.want {
+			t.Errorf("count %d, last snapshot %d, applied %d: due %v, want %v", c.count, c.at, c.applied, got, c.want)
+		}
 	}
 }

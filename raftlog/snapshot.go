@@ -32,6 +32,18 @@ type snapshotStore struct {
 	sm  StateMachine
 	dir string
 	log *slog.Logger
+	// onCreate is told the index of every snapshot begun here: taken by
+	// count, by Raft's periodic check, or installed from a leader.
+	onCreate func(index uint64)
+}
+
+func (s *snapshotStore) Create(version raft.SnapshotVersion, index, term uint64, configuration raft.Configuration,
+	configurationIndex uint64, trans raft.Transport) (raft.SnapshotSink, error) {
+	sink, err := s.FileSnapshotStore.Create(version, index, term, configuration, configurationIndex, trans)
+	if err == nil && s.onCreate != nil {
+		s.onCreate(index)
+	}
+	return sink, err
 }
 
 func (s *snapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {

@@ -51,9 +51,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "ballast:", err)
 		os.Exit(2)
 	}
-	if _, set := os.LookupEnv("GOGC"); !set && heapFloor > 0 {
-		// An operator's GOGC is their choice; without one, the floor.
-		defer heapfloor.Start(heapFloor, 100)()
+	if os.Getenv("GOGC") == "" && heapFloor > 0 {
+		// An operator's GOGC is their choice; without one, the floor, for
+		// the life of the process.
+		heapfloor.Start(heapFloor, 100)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

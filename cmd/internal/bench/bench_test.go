@@ -142,11 +142,18 @@ func TestClosedLoopRate(t *testing.T) {
 	// One client, due every 10ms, each operation taking 30ms: operation 9
 	// is due at 90ms and ends at 300ms or later.
 	h = NewHistogram()
-	e.closedLoop(clients[:1], load{total: 10, rate: 100}, h, func(context.Context, *clientv3.Client, int) error {
+	var late time.Duration // the longest an operation started after its due time
+	e.closedLoop(clients[:1], load{total: 10, rate: 100}, h, func(ctx context.Context, _ *clientv3.Client, _ int) error {
+		late = max(late, time.Since(dueTime(ctx)))
 		time.Sleep(30 * time.Millisecond)
 		return nil
 	})
 	if m := h.Max(); m < 200*time.Millisecond {
 		t.Fatalf("largest latency %v, want at least 200ms: a late start must count from the due time", m)
+	}
+	// Operations that time their parts (the Kubernetes profile's) count
+	// from the same due time.
+	if late < 150*time.Millisecond {
+		t.Fatalf("operations started at most %v after their due times, want the last one about 180ms late", late)
 	}
 }

@@ -262,7 +262,7 @@ func (k *k8sRun) run(l load, listers, watchers int, limit int64, compactEvery ti
 	all := NewHistogram()
 	st := k.closedLoop(spread(conns, l.clients), l, all, func(ctx context.Context, c *clientv3.Client, i int) error {
 		name := mix[i%len(mix)]
-		t0 := time.Now()
+		t0 := dueTime(ctx)
 		var err error
 		switch name {
 		case "update":

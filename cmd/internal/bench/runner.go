@@ -55,7 +55,7 @@ func (e *env) closedLoop(clients []*clientv3.Client, l load, h *Histogram, op op
 						return
 					}
 				}
-				err := op(ctx, c, int(i))
+				err := op(context.WithValue(ctx, dueKey{}, st), c, int(i))
 				d := time.Since(st)
 				switch {
 				case err == nil:
@@ -72,6 +72,19 @@ func (e *env) closedLoop(clients []*clientv3.Client, l load, h *Histogram, op op
 	}
 	wg.Wait()
 	return loopStats{ops: ops.Load(), errors: errs.Load(), elapsed: time.Since(start), firstErr: firstErr}
+}
+
+// dueKey holds, in an operation's context, when closedLoop had it due.
+type dueKey struct{}
+
+// dueTime is when the operation of ctx was due (closedLoop), from which an
+// operation timing its parts counts, so that paced latencies include the
+// wait for a free client; time.Now() outside closedLoop.
+func dueTime(ctx context.Context) time.Time {
+	if t, ok := ctx.Value(dueKey{}).(time.Time); ok {
+		return t
+	}
+	return time.Now()
 }
 
 // finish turns loop statistics into a Result and reports errors and an

@@ -50,8 +50,8 @@ type tuner struct {
 }
 
 // sentinel is garbage as soon as it is made: its finalizer runs once the
-// next collection has found it, which is how the tuner learns of every
-// collection. It holds a pointer so it is not a tiny allocation, whose
+// next collection has found it, which is how the tuner learns of nearly
+// every collection (one made while a mark is under way survives that one). It holds a pointer so it is not a tiny allocation, whose
 // finalizers may never run.
 type sentinel struct{ t *tuner }
 
@@ -113,6 +113,6 @@ func Percent(live, roots, floor uint64, base int) int {
 		return base
 	}
 	p := math.Ceil(100 * float64(floor-live) / float64(live+roots))
-	p = min(p, math.Floor(100*float64(floor)/heapMinimum))
+	p = min(p, math.Floor(100*float64(floor)/heapMinimum), math.MaxInt32)
 	return int(max(p, float64(base)))
 }
