@@ -321,7 +321,9 @@ func (n *Node) snapshotByCount() {
 		}
 		err := n.raft.Snapshot().Error()
 		switch {
-		case err == nil, errors.Is(err, raft.ErrNothingNewToSnapshot):
+		case err == nil:
+			// The snapshot store recorded its index (snapshotTaken).
+		case errors.Is(err, raft.ErrNothingNewToSnapshot):
 			n.snapshotTaken(applied)
 		case errors.Is(err, raft.ErrRaftShutdown):
 			return

@@ -189,7 +189,7 @@ func (k *k8sRun) run(l load, listers, watchers int, limit int64, compactEvery ti
 				st := time.Now()
 				if k.listRate > 0 {
 					// Due at its turn of the rate; counted from then.
-					st = listStart.Add(time.Duration(float64(listSeq.Add(1)-1) / k.listRate * float64(time.Second)))
+					st = dueAt(listStart, listSeq.Add(1)-1, k.listRate)
 					if sleepUntil(side, st) != nil {
 						return
 					}

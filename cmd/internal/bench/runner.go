@@ -50,7 +50,7 @@ func (e *env) closedLoop(clients []*clientv3.Client, l load, h *Histogram, op op
 				}
 				st := time.Now()
 				if l.rate > 0 {
-					st = start.Add(time.Duration(float64(i) / l.rate * float64(time.Second)))
+					st = dueAt(start, i, l.rate)
 					if sleepUntil(ctx, st) != nil {
 						return
 					}
@@ -72,6 +72,12 @@ func (e *env) closedLoop(clients []*clientv3.Client, l load, h *Histogram, op op
 	}
 	wg.Wait()
 	return loopStats{ops: ops.Load(), errors: errs.Load(), elapsed: time.Since(start), firstErr: firstErr}
+}
+
+// dueAt is when operation i of a loop paced at rate per second from start
+// is due.
+func dueAt(start time.Time, i int64, rate float64) time.Time {
+	return start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
 }
 
 // dueKey holds, in an operation's context, when closedLoop had it due.

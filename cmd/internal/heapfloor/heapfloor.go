@@ -29,7 +29,11 @@ import (
 // process would use) gives. GOMEMLIMIT still caps the goal. stop restores
 // base.
 func Start(floor uint64, base int) (stop func()) {
-	t := &tuner{floor: floor, base: base}
+	t := &tuner{floor: floor, base: base, sample: []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/scan/stack:bytes"},
+		{Name: "/gc/scan/globals:bytes"},
+	}}
 	t.adjust()
 	t.arm()
 	return func() {
@@ -73,13 +77,6 @@ func (t *tuner) adjust() {
 	defer t.mu.Unlock()
 	if t.stopped {
 		return
-	}
-	if t.sample == nil {
-		t.sample = []metrics.Sample{
-			{Name: "/gc/heap/live:bytes"},
-			{Name: "/gc/scan/stack:bytes"},
-			{Name: "/gc/scan/globals:bytes"},
-		}
 	}
 	metrics.Read(t.sample)
 	var v [3]uint64
