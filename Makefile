@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 FUZZTIME ?= 20s
 
-.PHONY: kine-ref bench-sqlbridge build test test-kubernetes test-robustness test-robustness-ci test-unit test-e2e fuzz bench bench-compare bench-defrag bench-regions lint verify etcd-ref clean
+.PHONY: kine-ref bench-sqlbridge build test test-kubernetes test-robustness test-robustness-ci test-unit test-e2e fuzz bench bench-compare bench-cluster bench-defrag bench-regions lint verify etcd-ref clean
 
 build:
 	$(GO) build -o bin/ballast ./cmd/ballast
@@ -70,6 +70,12 @@ bench:
 # Ballast against etcd v3.7 on this machine (docs/benchmarks.md).
 bench-compare: etcd-ref build
 	BALLAST_BIN=bin/ballast ETCD_BIN=bin/etcd $(GO) run ./test/bench -out docs/bench-latest.md
+
+# Three-member Ballast against three-member etcd v3.7 on this machine: puts,
+# ranges, lists, watch fan-out, the Kubernetes profile (closed loop and
+# paced), RSS and the leader-kill write gap (docs/benchmarks.md).
+bench-cluster: etcd-ref build
+	BALLAST_BIN=bin/ballast ETCD_BIN=bin/etcd $(GO) run ./test/bench -cluster 3 -out docs/bench-cluster-latest.md
 
 # Put latency while a 1 GiB store defragments, Ballast against etcd v3.7.
 bench-defrag: etcd-ref build
