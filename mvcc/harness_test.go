@@ -21,6 +21,7 @@ import (
 type testStore struct {
 	t     testing.TB
 	fs    vfs.FS
+	sc    store.Config // Dir and FS are set by open
 	db    *store.DB
 	s     *Store
 	index uint64 // last index handed to Apply
@@ -28,12 +29,20 @@ type testStore struct {
 
 const testDir = "/state"
 
+// openTestStore opens the state store as a server does: without a WAL,
+// the Raft log being its WAL.
 func openTestStore(t testing.TB, fs vfs.FS, cfg Config) *testStore {
+	t.Helper()
+	return openTestStoreWith(t, fs, cfg, store.Config{CacheSize: 8 << 20, NoWAL: true})
+}
+
+func openTestStoreWith(t testing.TB, fs vfs.FS, cfg Config, sc store.Config) *testStore {
 	t.Helper()
 	if fs == nil {
 		fs = vfs.NewMem()
 	}
-	ts := &testStore{t: t, fs: fs}
+	sc.Dir, sc.FS = testDir, fs
+	ts := &testStore{t: t, fs: fs, sc: sc}
 	ts.open(cfg)
 	t.Cleanup(ts.close)
 	return ts
@@ -41,7 +50,7 @@ func openTestStore(t testing.TB, fs vfs.FS, cfg Config) *testStore {
 
 func (ts *testStore) open(cfg Config) {
 	ts.t.Helper()
-	db, err := store.Open(store.Config{Dir: testDir, FS: ts.fs, CacheSize: 8 << 20})
+	db, err := store.Open(ts.sc)
 	if err != nil {
 		ts.t.Fatalf("store.Open: %v", err)
 	}

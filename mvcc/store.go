@@ -170,7 +170,7 @@ func (s *Store) AppliedIndex() uint64 {
 
 // Sync makes every applied batch durable (before Raft truncates its log).
 func (s *Store) Sync() error {
-	s.db.Must("state sync", func() error { return s.db.LogData(nil, pebble.Sync) })
+	s.db.MustSync("state sync")
 	return nil
 }
 

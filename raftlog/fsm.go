@@ -20,8 +20,8 @@ type Entry struct {
 // satisfies it through server). Apply is called from one goroutine, in log
 // order; it must be deterministic, and must skip entries at or below
 // AppliedIndex (they were applied before a restart). Sync is called before
-// Raft truncates its log: after it returns, everything applied must survive a
-// crash. WriteSnapshot streams a consistent copy of the state (with its
+// Raft truncates its log, possibly while Apply runs: after it returns,
+// everything applied before it was called must survive a crash. WriteSnapshot streams a consistent copy of the state (with its
 // applied index inside) for a member too far behind to catch up from the
 // log; Restore replaces the state with such a copy.
 type StateMachine interface {
@@ -105,14 +105,14 @@ func (f *fsm) wait() (<-chan struct{}, uint64) {
 	return f.waitCh, f.applied.Load()
 }
 
-// Snapshot makes the applied state durable. The state machine's own data
-// directory is the snapshot: what Raft stores is a marker with the index, so
-// taking a snapshot costs one sync instead of a copy of the whole state.
+// Snapshot returns a marker of the applied index. The state machine's own
+// data directory is the snapshot: what Raft stores is a marker with the
+// index, so taking a snapshot costs one sync instead of a copy of the whole
+// state. The sync is the marker's Persist, which Raft runs before it
+// truncates its log but off the apply goroutine: a state store that syncs
+// by flushing its memtables must not hold up applies meanwhile.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	if err := f.sm.Sync(); err != nil {
-		return nil, fmt.Errorf("raftlog: sync state before snapshot: %w", err)
-	}
-	return marker{index: f.sm.AppliedIndex()}, nil
+	return marker{index: f.sm.AppliedIndex(), sync: f.sm.Sync}, nil
 }
 
 // Restore installs a state snapshot sent by the leader (see snapshotStore:
@@ -130,9 +130,18 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-type marker struct{ index uint64 }
+// marker is a local snapshot: the applied index, made durable by sync (which
+// makes everything applied so far durable, at or above the index).
+type marker struct {
+	index uint64
+	sync  func() error
+}
 
 func (m marker) Persist(sink raft.SnapshotSink) error {
+	if err := m.sync(); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("raftlog: sync state before snapshot: %w", err)
+	}
 	if _, err := fmt.Fprintf(sink, "%s%d\n", markerMagic, m.index); err != nil {
 		sink.Cancel()
 		return err

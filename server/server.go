@@ -94,13 +94,6 @@ type stateMachine struct {
 
 var _ raftlog.StateMachine = stateMachine{}
 
-// stateSyncInterval is how often the state store's WAL is synced while it
-// has unsynced applies. The Raft log is the durable record, so applies are
-// not synced one by one; the periodic sync bounds what a power loss makes
-// a member re-apply, and lets start-up tell a damaged state WAL from a
-// torn write (store/integrity.go).
-const stateSyncInterval = 100 * time.Millisecond
-
 func (m stateMachine) Apply(entries []raftlog.Entry) []any {
 	es := make([]mvcc.Entry, len(entries))
 	for i, e := range entries {
@@ -168,7 +161,11 @@ func New(cfg Config) (*Server, error) {
 	s.reqIDs = newIDGenerator(s.id, time.Now())
 	s.metrics.identified(s.id)
 
-	s.stateDB, err = store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, "state"), Logger: cfg.Logger, SyncInterval: stateSyncInterval})
+	// The synced Raft log is the state's write-ahead log: every apply is
+	// replayed from it after a crash (raftlog.StateMachine), so the state
+	// store keeps none of its own and is made durable by a flush before
+	// Raft truncates its log (docs/benchmarks.md, session 16).
+	s.stateDB, err = store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, "state"), Logger: cfg.Logger, NoWAL: true})
 	if err != nil {
 		s.closePeers()
 		return nil, err

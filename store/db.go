@@ -29,9 +29,10 @@ type Config struct {
 	Dir       string
 	FS        vfs.FS // nil means the real filesystem
 	CacheSize int64  // block cache bytes; bounded memory regardless of data size
-	// MemTableSize bounds each memtable. Pebble preallocates every WAL file
-	// at 110% of it and keeps one per unflushed memtable, so it sets the
-	// floor of the directory's size as well as memory.
+	// MemTableSize bounds each memtable (default defaultMemTableSize).
+	// Pebble preallocates every WAL file at 110% of it and keeps one per
+	// unflushed memtable, so it sets the floor of the directory's size as
+	// well as memory.
 	MemTableSize uint64
 	Logger       *slog.Logger
 	// SyncInterval, if set, syncs the WAL that often while unsynced
@@ -47,6 +48,13 @@ type Config struct {
 	// fdatasync had to commit that too: 280 against 230 µs a sync under one
 	// client's puts here (docs/benchmarks.md).
 	FullSizeWALs bool
+	// NoWAL opens the instance without a WAL, for a store whose writes
+	// another durable log can replay: the state store, whose every write
+	// comes from a synced Raft entry. A crash then loses what no flush has
+	// written yet; a synced commit (MustCommit with pebble.Sync) and
+	// MustSync flush instead. Each write is no longer written twice (WAL,
+	// then flush) nor costs the apply path a write call.
+	NoWAL bool
 }
 
 // DB is one Pebble instance. It embeds *pebble.DB: Ballast uses Pebble's own
@@ -61,6 +69,7 @@ type DB struct {
 
 	lock     *pebble.Lock  // the directory's, held from before the open checks until Close
 	rec      *fileRecord   // what a sync made durable, for the next open's checks
+	noWAL    bool          // Config.NoWAL: durability is a flush
 	unsynced atomic.Bool   // a NoSync commit since the last periodic sync
 	stop     chan struct{} // closed by Close: ends housekeep
 	stopped  chan struct{}
@@ -76,6 +85,15 @@ type DB struct {
 // only as blocks are read, so a store that is only written stays small.
 const defaultCacheSize = 64 << 20
 
+// defaultMemTableSize is small because a flush is a burst of CPU: all of a
+// cluster's members apply the same writes, so their memtables fill and
+// flush together, and a 16 MiB flush took 40-70 ms of CPU. On a small
+// machine that burst was where Kubernetes requests were slow; 4 MiB
+// flushes take a quarter as long, four times as often (docs/benchmarks.md,
+// session 16). Memtables are counted against the block cache, so smaller
+// ones also leave it more room.
+const defaultMemTableSize = 4 << 20
+
 // ErrNotFound is returned by Get helpers when a key is absent.
 var ErrNotFound = errors.New("store: key not found")
 
@@ -85,10 +103,13 @@ func Open(cfg Config) (*DB, error) {
 		cfg.CacheSize = defaultCacheSize
 	}
 	if cfg.MemTableSize == 0 {
-		cfg.MemTableSize = 16 << 20
+		cfg.MemTableSize = defaultMemTableSize
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NoWAL && cfg.SyncInterval > 0 {
+		return nil, errors.New("store: a sync interval needs a WAL")
 	}
 	log := cfg.Logger.With("component", "pebble", "dir", cfg.Dir)
 	cache := pebble.NewCache(cfg.CacheSize)
@@ -100,11 +121,19 @@ func Open(cfg Config) (*DB, error) {
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		L0StopWritesThreshold:       24,
+		DisableWAL:                  cfg.NoWAL,
 	}
 	// Bloom filters let a point read skip the files that lack its key:
 	// every put reads its key's latest meta, and most reads are points.
+	//
+	// Blocks are not compressed. Kubernetes objects are what fills a store;
+	// compressing them cost a flush CPU in the burst that made requests
+	// slow and a read a decompression on each block cache miss, while
+	// their on-disk size is then what etcd's is (bbolt does not compress
+	// either), so the space quota means the same bytes as etcd's.
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		opts.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
 	}
 	// Values of 512 bytes and more (Kubernetes objects are kilobytes) live
 	// in blob files that compactions do not rewrite: without this, every
@@ -168,7 +197,7 @@ func Open(cfg Config) (*DB, error) {
 		lock.Close()
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
 	}
-	d := &DB{DB: db, log: log, lock: lock, rec: rec, stop: make(chan struct{}), stopped: make(chan struct{})}
+	d := &DB{DB: db, log: log, lock: lock, rec: rec, noWAL: cfg.NoWAL, stop: make(chan struct{}), stopped: make(chan struct{})}
 	if err := tidyAfterOpen(opts.FS, cfg.Dir, rec); err != nil {
 		d.closeDB()
 		return nil, fmt.Errorf("store: after opening %s: %w", cfg.Dir, err)
@@ -347,10 +376,27 @@ func (db *DB) Must(what string, write func() error) {
 
 // MustCommit commits b through Must.
 func (db *DB) MustCommit(what string, b *pebble.Batch, o *pebble.WriteOptions) {
+	if db.noWAL {
+		db.Must(what, func() error { return b.Commit(pebble.NoSync) })
+		if o.GetSync() {
+			db.MustSync(what)
+		}
+		return
+	}
 	db.Must(what, func() error { return b.Commit(o) })
 	if !o.GetSync() {
 		db.unsynced.Store(true)
 	}
+}
+
+// MustSync makes every commit made so far durable: a sync of the WAL, or
+// without one (Config.NoWAL) a flush of the memtables.
+func (db *DB) MustSync(what string) {
+	if db.noWAL {
+		db.Must(what, db.DB.Flush)
+		return
+	}
+	db.Must(what, func() error { return db.LogData(nil, pebble.Sync) })
 }
 
 // GetCopy returns a copy of the value at key, or ErrNotFound.
