@@ -123,6 +123,11 @@ func Open(cfg Config) (*DB, error) {
 		L0StopWritesThreshold:       24,
 		DisableWAL:                  cfg.NoWAL,
 	}
+	// Pebble sizes a table by the blob values it references as well as by
+	// its own bytes, so with 2 MiB targets a compaction of under 1 MB of
+	// keys wrote ten tables of 70 KB, with a sync each, and flushes were
+	// split the same way. 32 MiB (64 at the base level) writes one or two.
+	opts.TargetFileSizes[0] = 32 << 20
 	// Bloom filters let a point read skip the files that lack its key:
 	// every put reads its key's latest meta, and most reads are points.
 	//
