@@ -165,7 +165,7 @@ func New(cfg Config) (*Server, error) {
 	// replayed from it after a crash (raftlog.StateMachine), so the state
 	// store keeps none of its own and is made durable by a flush before
 	// Raft truncates its log (docs/benchmarks.md, session 16).
-	s.stateDB, err = store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, "state"), Logger: cfg.Logger, NoWAL: true})
+	s.stateDB, err = store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, "state"), Logger: cfg.Logger, NoWAL: true, MemTableSize: store.SpreadMemTableSize(s.id)})
 	if err != nil {
 		s.closePeers()
 		return nil, err

@@ -94,6 +94,16 @@ const defaultCacheSize = 64 << 20
 // ones also leave it more room.
 const defaultMemTableSize = 4 << 20
 
+// SpreadMemTableSize is a memtable size between 4 and 6 MiB chosen by seed
+// (a member's id). Members apply the same writes, so with equal memtables
+// they flush, and then compact, at the same moments, and a write, which
+// needs a quorum, met the stall of every member at once. Sizes that differ
+// per member spread those bursts apart, so a quorum usually has members
+// that are not flushing.
+func SpreadMemTableSize(seed uint64) uint64 {
+	return defaultMemTableSize + seed%64*(32<<10)
+}
+
 // ErrNotFound is returned by Get helpers when a key is absent.
 var ErrNotFound = errors.New("store: key not found")
 

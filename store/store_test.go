@@ -100,3 +100,20 @@ func TestOpenAndGetCopy(t *testing.T) {
 		t.Fatalf("after reopen GetCopy = %q, %v", v, err)
 	}
 }
+
+// TestSpreadMemTableSize: each member's state memtable is 4 to 6 MiB, and
+// members whose ids differ in their low six bits get different sizes, so
+// their flushes drift apart instead of landing together.
+func TestSpreadMemTableSize(t *testing.T) {
+	seen := map[uint64]bool{}
+	for seed := uint64(0); seed < 64; seed++ {
+		n := SpreadMemTableSize(seed*0x9e3779b97f4a7c15&^63 | seed)
+		if n < 4<<20 || n >= 6<<20 {
+			t.Fatalf("seed %d: memtable %d bytes, want within [4 MiB, 6 MiB)", seed, n)
+		}
+		if seen[n] {
+			t.Fatalf("seed %d: memtable %d bytes repeats an earlier seed's", seed, n)
+		}
+		seen[n] = true
+	}
+}
