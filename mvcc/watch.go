@@ -17,8 +17,6 @@ type WatchResponse struct {
 	Events          []*mvccpb.Event
 	Revision        int64 // header revision
 	CompactRevision int64
-
-	prev *prevSource // set: Events still lack their prev_kv (WatchStream.Complete)
 }
 
 // streamBuffer bounds what a watch stream may have queued. A watcher whose
@@ -112,23 +110,8 @@ func (s *Store) NewWatchStream() *WatchStream {
 	return &WatchStream{hub: s.hub, ch: make(chan WatchResponse, streamBuffer), watchers: map[int64]*watcher{}}
 }
 
-// Chan delivers the stream's responses in order. Each must be passed to
-// Complete before its events are read.
+// Chan delivers the stream's responses in order.
 func (ws *WatchStream) Chan() <-chan WatchResponse { return ws.ch }
-
-// Complete fills in what the apply goroutine left to the stream: the
-// previous version of each event, for a watcher that asked for prev_kv.
-// They are read here, on the stream's goroutine, from the state as it was
-// when the events were committed, so that applying writes never waits on
-// reads of old values (etcd too reads them in each stream's send loop).
-func (ws *WatchStream) Complete(r WatchResponse) WatchResponse {
-	if r.prev != nil {
-		r.Events = r.prev.fill(r.Events)
-		r.prev.done()
-		r.prev = nil
-	}
-	return r
-}
 
 // WatchOptions are a watcher's filters.
 type WatchOptions struct {
@@ -191,17 +174,6 @@ func (ws *WatchStream) Close() {
 	}
 	ws.watchers = map[int64]*watcher{}
 	ws.closed = true
-	// Nothing is queued after this: let go of what unread responses hold.
-	for {
-		select {
-		case r := <-ws.ch:
-			if r.prev != nil {
-				r.prev.done()
-			}
-		default:
-			return
-		}
-	}
 }
 
 // RequestProgress queues a progress notification (id -1 for the whole
@@ -308,14 +280,16 @@ func (h *hub) notify(batches []revEvents, rev int64) {
 		h.rev = rev // nobody synced to tell: the common case for plain writes
 		return
 	}
-	// Watchers of the same keys share each event's previous version: one
-	// read per event, not per watcher, made by the first stream to need it.
-	var src *prevSource
+	var v *view
+	var release func()
 	defer func() {
-		if src != nil {
-			src.done()
+		if release != nil {
+			release()
 		}
 	}()
+	// Watchers of the same keys share each event's previous version: one
+	// read per event, not per watcher.
+	var prevs prevKVs
 	for _, b := range batches {
 		per := map[*watcher][]*mvccpb.Event{}
 		var order []*watcher
@@ -340,20 +314,17 @@ func (h *hub) notify(batches []revEvents, rev int64) {
 			if len(evs) == 0 {
 				continue
 			}
-			resp := WatchResponse{WatchID: w.id, Events: evs, Revision: b.rev}
 			if w.prevKV {
-				if src == nil {
-					src = newPrevSource(h.s)
+				if v == nil {
+					v, release = h.s.readView()
+					prevs.v = v
 				}
-				resp.prev = src.hold()
+				evs = prevs.with(evs)
 			}
 			select {
-			case w.ws.ch <- resp:
+			case w.ws.ch <- WatchResponse{WatchID: w.id, Events: evs, Revision: b.rev}:
 				w.minRev = b.rev + 1
 			default:
-				if resp.prev != nil {
-					resp.prev.done()
-				}
 				// The stream is full: catch this watcher up from disk later.
 				h.removeSynced(w)
 				w.minRev = b.rev
@@ -363,43 +334,6 @@ func (h *hub) notify(batches []revEvents, rev int64) {
 		}
 	}
 	h.rev = rev
-}
-
-// prevSource is one notify's state, kept for the streams that still have
-// to read prev_kv from it; the last of them releases the snapshot.
-type prevSource struct {
-	mu      sync.Mutex
-	prevs   prevKVs
-	refs    int
-	release func()
-}
-
-func newPrevSource(s *Store) *prevSource {
-	v, release := s.readView()
-	return &prevSource{prevs: prevKVs{v: v}, refs: 1, release: release}
-}
-
-func (p *prevSource) hold() *prevSource {
-	p.mu.Lock()
-	p.refs++
-	p.mu.Unlock()
-	return p
-}
-
-func (p *prevSource) done() {
-	p.mu.Lock()
-	p.refs--
-	last := p.refs == 0
-	p.mu.Unlock()
-	if last {
-		p.release()
-	}
-}
-
-func (p *prevSource) fill(evs []*mvccpb.Event) []*mvccpb.Event {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.prevs.with(evs)
 }
 
 // prevKVs reads events' previous versions from v, each once.

@@ -22,7 +22,7 @@ func recvResp(t testing.TB, ws *WatchStream) WatchResponse {
 	t.Helper()
 	select {
 	case r := <-ws.Chan():
-		return ws.Complete(r)
+		return r
 	case <-time.After(watchDeadline):
 		t.Fatalf("no watch response within %v", watchDeadline)
 	}
@@ -315,7 +315,6 @@ func (w *watchSpec) drain() {
 	for {
 		select {
 		case r := <-w.ws.Chan():
-			r = w.ws.Complete(r)
 			w.resps = append(w.resps, r)
 			w.got = append(w.got, r.Events...)
 		default:
@@ -521,44 +520,5 @@ func TestWatchFullStreamRetriedSoon(t *testing.T) {
 		if ev.Kv.ModRevision != int64(i)+2 {
 			t.Fatalf("event %d at rev %d, want %d: gap or duplicate", i, ev.Kv.ModRevision, i+2)
 		}
-	}
-}
-
-// TestWatchPrevKVFromCommitTime: a prev_kv watcher's previous versions are
-// read on the stream's goroutine (Complete), not while applying, but from
-// the state as committed. A response read after a compaction removed the
-// previous version still carries it (etcd, reading at send time, would
-// drop it), and the snapshot behind it is let go once read, or when the
-// stream closes with it unread.
-func TestWatchPrevKVFromCommitTime(t *testing.T) {
-	ts := openTestStore(t, nil, Config{})
-	ts.must(putReq("a", "1")) // 2
-	openSnaps := func() int { return ts.db.Metrics().Snapshots.Count }
-
-	ws := ts.s.NewWatchStream()
-	defer ws.Close()
-	if _, _, err := ws.Watch(0, []byte("a"), nil, 0, WatchOptions{PrevKV: true}); err != nil {
-		t.Fatal(err)
-	}
-	ts.must(putReq("a", "2")) // 3: queued, prev_kv not yet read
-	ts.must(compactReq(3))
-	waitCompacted(t, ts.s, 3)
-	if n := openSnaps(); n != 1 {
-		t.Fatalf("%d open snapshots with one response queued, want 1", n)
-	}
-	r := recvResp(t, ws)
-	want := []*mvccpb.Event{{Type: mvccpb.PUT, Kv: kv("a", "2", 2, 3, 2, 0), PrevKv: kv("a", "1", 2, 2, 1, 0)}}
-	requireEvents(t, r.Events, want)
-	if n := openSnaps(); n != 0 {
-		t.Fatalf("%d open snapshots after the response was read, want 0", n)
-	}
-
-	ts.must(putReq("a", "3")) // 5: left unread
-	if n := openSnaps(); n != 1 {
-		t.Fatalf("%d open snapshots with one response queued, want 1", n)
-	}
-	ws.Close()
-	if n := openSnaps(); n != 0 {
-		t.Fatalf("%d open snapshots after closing the stream, want 0", n)
 	}
 }

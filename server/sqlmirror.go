@@ -51,7 +51,6 @@ func (m mirrorSource) Follow(from int64) (<-chan sqlbridge.Changes, func(), erro
 			case <-done:
 				return
 			case r := <-ws.Chan():
-				r = ws.Complete(r)
 				select {
 				case out <- sqlbridge.Changes{Events: r.Events, Compacted: r.CompactRevision != 0}:
 				case <-done:

@@ -174,7 +174,7 @@ func (ss *watchSession) send(ctx context.Context) error {
 			}
 			delete(pending, r.WatchId)
 		case hr := <-ss.ws.Chan():
-			r := ss.toWire(ss.ws.Complete(hr))
+			r := ss.toWire(hr)
 			if hr.WatchID != -1 && !created[hr.WatchID] {
 				pending[hr.WatchID] = append(pending[hr.WatchID], r)
 				continue
