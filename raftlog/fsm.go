@@ -21,9 +21,10 @@ type Entry struct {
 // order; it must be deterministic, and must skip entries at or below
 // AppliedIndex (they were applied before a restart). Sync is called before
 // Raft truncates its log, possibly while Apply runs: after it returns,
-// everything applied before it was called must survive a crash. WriteSnapshot streams a consistent copy of the state (with its
-// applied index inside) for a member too far behind to catch up from the
-// log; Restore replaces the state with such a copy.
+// everything applied before it was called must survive a crash.
+// WriteSnapshot streams a consistent copy of the state (with its applied
+// index inside) for a member too far behind to catch up from the log;
+// Restore replaces the state with such a copy.
 type StateMachine interface {
 	Apply(entries []Entry) []any
 	AppliedIndex() uint64

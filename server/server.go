@@ -417,7 +417,8 @@ func (s *Server) Close() error {
 		// node is closed.
 		stopGRPC(s.peerGRPC)
 		s.wg.Wait()
-		err = errors.Join(s.node.Close(), s.kv.Sync(), s.kv.Close(), s.stateDB.Close())
+		// Closing the state store flushes it: everything applied is durable.
+		err = errors.Join(s.node.Close(), s.kv.Close(), s.stateDB.Close())
 		s.closePeers()
 	})
 	return err

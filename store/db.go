@@ -199,10 +199,11 @@ func Open(cfg Config) (*DB, error) {
 	}
 	opts.FS = tracking
 	db, err := pebble.Open(cfg.Dir, opts)
-	if err == nil && fresh {
+	if err == nil && fresh && !cfg.NoWAL {
 		// A new store's first WAL is written in the older chunk format,
 		// without sync offsets, where damage cannot be told from a torn
-		// write (integrity.go). Closed at once, that WAL stays empty.
+		// write (integrity.go). Closed at once, that WAL stays empty. A
+		// store without a WAL has none to reopen for.
 		if err = db.Close(); err == nil {
 			db, err = pebble.Open(cfg.Dir, opts)
 		}
