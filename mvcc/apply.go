@@ -18,10 +18,11 @@ import (
 // the next sub revision. A read-only writer (s == nil) serves read-only txns.
 type writer struct {
 	*view
-	s   *Store
-	b   *pebble.Batch
-	sub int64 // changes made by the current request
-	evs []*mvccpb.Event
+	s     *Store
+	b     *pebble.Batch
+	sub   int64 // changes made by the current request
+	evs   []*mvccpb.Event
+	prevs []*mvccpb.KeyValue // each event's previous version when cached, else nil
 
 	index uint64     // Raft index of the entry being applied
 	auth  *AuthState // the batch's auth state once a request changed it
@@ -31,9 +32,10 @@ type writer struct {
 type revEvents struct {
 	rev    int64
 	events []*mvccpb.Event
+	prevs  []*mvccpb.KeyValue // parallel to events: the previous version if known
 }
 
-func (w *writer) begin() { w.sub, w.evs = 0, nil }
+func (w *writer) begin() { w.sub, w.evs, w.prevs = 0, nil, nil }
 
 // end closes the current request, advancing the revision if it changed
 // anything.
@@ -42,7 +44,7 @@ func (w *writer) end() revEvents {
 		return revEvents{}
 	}
 	w.rev++
-	return revEvents{rev: w.rev, events: w.evs}
+	return revEvents{rev: w.rev, events: w.evs, prevs: w.prevs}
 }
 
 // cur is the revision reads inside the current request see.
@@ -123,11 +125,16 @@ func (w *writer) put(p *pb.PutRequest) (*pb.PutResponse, error) {
 		return nil, err
 	}
 	resp := &pb.PutResponse{}
+	var prev *mvccpb.KeyValue
+	if exists {
+		prev = w.cachedKV(p.Key, old)
+	}
 	var oldValue []byte
 	if exists && (p.PrevKv || p.IgnoreValue) {
-		prev, err := w.kvFromMeta(p.Key, old, false)
-		if err != nil {
-			return nil, err
+		if prev == nil {
+			if prev, err = w.kvFromMeta(p.Key, old, false); err != nil {
+				return nil, err
+			}
 		}
 		oldValue = prev.Value
 		if p.PrevKv {
@@ -152,14 +159,14 @@ func (w *writer) put(p *pb.PutRequest) (*pb.PutResponse, error) {
 	if lease != 0 && (!exists || old.Lease != lease) {
 		w.b.Set(attachedKey(lease, p.Key), nil, nil)
 	}
+	kv := &mvccpb.KeyValue{Key: p.Key, CreateRevision: m.Create, ModRevision: rev.Main, Version: m.Version, Value: value, Lease: lease}
 	w.b.Set(latestKey(p.Key), m.encode(), nil)
-	w.s.metas.set(p.Key, m, true)
+	w.s.metas.setKV(p.Key, m, true, kv)
 	w.b.Set(versionKey(p.Key, rev), []byte{versionPut}, nil)
 	rec := record{Kind: kindPut, Key: p.Key, Create: m.Create, Version: m.Version, Lease: lease, Value: value}
 	w.b.Set(revKey(rev), rec.encode(), nil)
-	w.evs = append(w.evs, &mvccpb.Event{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{
-		Key: p.Key, CreateRevision: m.Create, ModRevision: rev.Main, Version: m.Version, Value: value, Lease: lease,
-	}})
+	w.evs = append(w.evs, &mvccpb.Event{Type: mvccpb.PUT, Kv: kv})
+	w.prevs = append(w.prevs, prev)
 	resp.Header = &pb.ResponseHeader{Revision: rev.Main}
 	return resp, nil
 }
@@ -192,6 +199,7 @@ func (w *writer) tombstone(key []byte) error {
 	if old.Lease != 0 {
 		w.b.Delete(attachedKey(old.Lease, key), nil)
 	}
+	prev := w.cachedKV(key, old)
 	rev := w.nextRev()
 	w.b.Delete(latestKey(key), nil)
 	w.s.metas.set(key, meta{}, false)
@@ -199,6 +207,7 @@ func (w *writer) tombstone(key []byte) error {
 	rec := record{Kind: kindDelete, Key: key}
 	w.b.Set(revKey(rev), rec.encode(), nil)
 	w.evs = append(w.evs, &mvccpb.Event{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: key, ModRevision: rev.Main}})
+	w.prevs = append(w.prevs, prev)
 	return nil
 }
 

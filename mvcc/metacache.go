@@ -1,5 +1,7 @@
 package mvcc
 
+import "go.etcd.io/etcd/api/v3/mvccpb"
+
 // metaCache keeps the latest meta of recently written keys for the apply
 // goroutine. Every put and delete, and every revision compare of a txn,
 // reads the key's current meta first; from Pebble that is a seek through
@@ -12,14 +14,22 @@ package mvcc
 // restore resets it. Batches are always committed (a failed commit stops
 // the member, store.Fatal), so the cache never holds a meta Pebble does
 // not.
+//
+// A key's entry also keeps the version its put event carried, while the
+// values kept stay within a byte budget: when the key next changes, that
+// version is the event's prev_kv, which Kubernetes' watchers all ask for,
+// and it then costs no read of the event log on the apply goroutine.
 type metaCache struct {
-	max     int
-	entries map[string]cachedMeta
+	max        int
+	entries    map[string]cachedMeta
+	valueBytes int // of the kvs kept
+	maxValues  int // bound on valueBytes
 }
 
 type cachedMeta struct {
 	m      meta
 	exists bool
+	kv     *mvccpb.KeyValue // the version m describes, or nil
 }
 
 // defaultMetaCacheKeys bounds the cache. It is for the keys being written
@@ -29,8 +39,12 @@ type cachedMeta struct {
 // 150 bytes of heap, so the cache stays under 3 MiB.
 const defaultMetaCacheKeys = 16384
 
-func newMetaCache(max int) *metaCache {
-	return &metaCache{max: max, entries: make(map[string]cachedMeta)}
+// defaultMetaCacheValues bounds the bytes of keys and values kept for
+// prev_kv: a Kubernetes cluster's busy objects, at a few KiB each.
+const defaultMetaCacheValues = 8 << 20
+
+func newMetaCache(max, maxValues int) *metaCache {
+	return &metaCache{max: max, maxValues: maxValues, entries: make(map[string]cachedMeta)}
 }
 
 func (c *metaCache) get(key []byte) (cachedMeta, bool) {
@@ -38,17 +52,45 @@ func (c *metaCache) get(key []byte) (cachedMeta, bool) {
 	return e, ok
 }
 
-func (c *metaCache) set(key []byte, m meta, exists bool) {
-	if _, ok := c.entries[string(key)]; !ok && len(c.entries) >= c.max {
-		for k := range c.entries { // map order is random: random eviction
+func (c *metaCache) set(key []byte, m meta, exists bool) { c.setKV(key, m, exists, nil) }
+
+// setKV records a key's latest meta and, if kv is not nil, the version
+// itself.
+func (c *metaCache) setKV(key []byte, m meta, exists bool, kv *mvccpb.KeyValue) {
+	if old, ok := c.entries[string(key)]; ok {
+		c.valueBytes -= kvBytes(old.kv)
+	} else if len(c.entries) >= c.max {
+		for k, e := range c.entries { // map order is random: random eviction
+			c.valueBytes -= kvBytes(e.kv)
 			delete(c.entries, k)
 			break
 		}
 	}
-	c.entries[string(key)] = cachedMeta{m: m, exists: exists}
+	c.entries[string(key)] = cachedMeta{m: m, exists: exists, kv: kv}
+	c.valueBytes += kvBytes(kv)
+	for k, e := range c.entries { // over budget: drop random values, keep the metas
+		if c.valueBytes <= c.maxValues {
+			break
+		}
+		if e.kv != nil {
+			c.valueBytes -= kvBytes(e.kv)
+			e.kv = nil
+			c.entries[k] = e
+		}
+	}
 }
 
-func (c *metaCache) reset() { clear(c.entries) }
+func kvBytes(kv *mvccpb.KeyValue) int {
+	if kv == nil {
+		return 0
+	}
+	return len(kv.Key) + len(kv.Value)
+}
+
+func (c *metaCache) reset() {
+	clear(c.entries)
+	c.valueBytes = 0
+}
 
 // meta returns a key's latest meta as the writer's batch has it.
 func (w *writer) meta(key []byte) (meta, bool, error) {
@@ -63,4 +105,17 @@ func (w *writer) meta(key []byte) (meta, bool, error) {
 		w.s.metas.set(key, m, ok)
 	}
 	return m, ok, err
+}
+
+// cachedKV returns the version of key that m describes if the cache kept
+// it, or nil.
+func (w *writer) cachedKV(key []byte, m meta) *mvccpb.KeyValue {
+	if w.s == nil {
+		return nil
+	}
+	e, ok := w.s.metas.get(key)
+	if !ok || e.kv == nil || e.kv.ModRevision != m.Mod.Main {
+		return nil
+	}
+	return e.kv
 }

@@ -681,7 +681,7 @@ func TestModelRandomized(t *testing.T) {
 			if seed%2 == 0 {
 				// A meta cache smaller than the key space evicts all the
 				// time: misses must read what the batch holds.
-				ts.s.metas = newMetaCache(3)
+				ts.s.metas = newMetaCache(3, 64)
 			}
 			m := newModel(2)
 			g := &gen{rng: rng, m: m}

@@ -75,7 +75,7 @@ func Open(db *store.DB, cfg Config) (*Store, error) {
 	if cfg.MinLeaseTTL <= 0 {
 		cfg.MinLeaseTTL = 2
 	}
-	s := &Store{db: db, cfg: cfg, log: cfg.Logger.With("component", "mvcc"), metas: newMetaCache(defaultMetaCacheKeys)}
+	s := &Store{db: db, cfg: cfg, log: cfg.Logger.With("component", "mvcc"), metas: newMetaCache(defaultMetaCacheKeys, defaultMetaCacheValues)}
 	if err := s.load(); err != nil {
 		return nil, err
 	}

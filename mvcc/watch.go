@@ -280,17 +280,12 @@ func (h *hub) notify(batches []revEvents, rev int64) {
 		h.rev = rev // nobody synced to tell: the common case for plain writes
 		return
 	}
-	var v *view
-	var release func()
-	defer func() {
-		if release != nil {
-			release()
-		}
-	}()
 	// Watchers of the same keys share each event's previous version: one
-	// read per event, not per watcher.
-	var prevs prevKVs
+	// read per event, not per watcher, and none when apply had it cached.
+	prevs := prevKVs{s: h.s}
+	defer prevs.release()
 	for _, b := range batches {
+		prevs.known = b.prevs
 		per := map[*watcher][]*mvccpb.Event{}
 		var order []*watcher
 		add := func(w *watcher, ev *mvccpb.Event) {
@@ -315,11 +310,7 @@ func (h *hub) notify(batches []revEvents, rev int64) {
 				continue
 			}
 			if w.prevKV {
-				if v == nil {
-					v, release = h.s.readView()
-					prevs.v = v
-				}
-				evs = prevs.with(evs)
+				evs = prevs.with(evs, b.events)
 			}
 			select {
 			case w.ws.ch <- WatchResponse{WatchID: w.id, Events: evs, Revision: b.rev}:
@@ -336,29 +327,46 @@ func (h *hub) notify(batches []revEvents, rev int64) {
 	h.rev = rev
 }
 
-// prevKVs reads events' previous versions from v, each once.
+// prevKVs finds events' previous versions, each once: from what apply
+// cached, else read from a view taken on the first miss.
 type prevKVs struct {
-	v    *view
-	seen map[*mvccpb.Event]*mvccpb.KeyValue
+	s     *Store
+	known []*mvccpb.KeyValue // the batch's cached previous versions, parallel to its events
+	v     *view
+	done  func()
+	seen  map[*mvccpb.Event]*mvccpb.KeyValue
 }
 
-// with returns copies of evs with prev_kv set from the version before
-// each event, as etcd does for watchers that ask for it.
-func (p *prevKVs) with(evs []*mvccpb.Event) []*mvccpb.Event {
+// with returns copies of evs, a subset of all (the revision's events, in
+// order), with prev_kv set from the version before each event, as etcd does
+// for watchers that ask for it.
+func (p *prevKVs) with(evs, all []*mvccpb.Event) []*mvccpb.Event {
 	out := make([]*mvccpb.Event, len(evs))
+	j := 0 // evs keep all's order: one pass finds each event's index in all
 	for i, ev := range evs {
+		for j < len(all) && all[j] != ev {
+			j++
+		}
 		e := &mvccpb.Event{Type: ev.Type, Kv: ev.Kv}
 		if !(ev.Type == mvccpb.PUT && ev.Kv.CreateRevision == ev.Kv.ModRevision) {
-			e.PrevKv = p.prev(ev)
+			if j < len(p.known) && p.known[j] != nil {
+				e.PrevKv = p.known[j]
+			} else {
+				e.PrevKv = p.read(ev)
+			}
 		}
 		out[i] = e
 	}
 	return out
 }
 
-func (p *prevKVs) prev(ev *mvccpb.Event) *mvccpb.KeyValue {
+// read reads ev's previous version from the applied state.
+func (p *prevKVs) read(ev *mvccpb.Event) *mvccpb.KeyValue {
 	if kv, ok := p.seen[ev]; ok {
 		return kv
+	}
+	if p.v == nil {
+		p.v, p.done = p.s.readView()
 	}
 	kv, err := p.v.kvAt(ev.Kv.Key, ev.Kv.ModRevision-1)
 	if err != nil {
@@ -369,6 +377,12 @@ func (p *prevKVs) prev(ev *mvccpb.Event) *mvccpb.KeyValue {
 	}
 	p.seen[ev] = kv
 	return kv
+}
+
+func (p *prevKVs) release() {
+	if p.done != nil {
+		p.done()
+	}
 }
 
 // syncInterval is how often unsynced watchers are caught up from the event
@@ -462,7 +476,7 @@ func (h *hub) catchUp(v *view, w *watcher) (full bool) {
 		}
 		evs = w.filter(evs)
 		if w.prevKV {
-			evs = (&prevKVs{v: v}).with(evs)
+			evs = (&prevKVs{v: v}).with(evs, nil)
 		}
 	}
 	h.mu.Lock()

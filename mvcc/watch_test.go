@@ -327,14 +327,23 @@ func (w *watchSpec) drain() {
 // history, synced, filtered, with prev_kv, and one that is never read until
 // the end) observe it; each must receive exactly the model's events for its
 // range, in order, with no gap or duplicate, and a slow one must not block
-// Apply.
+// Apply. It runs with the default meta cache, whose values give prev_kv
+// without a read, and with one so small that most prev_kvs are read.
 func TestWatchMatchesModel(t *testing.T) {
+	t.Run("default cache", func(t *testing.T) { watchMatchesModel(t, nil) })
+	t.Run("tiny cache", func(t *testing.T) { watchMatchesModel(t, newMetaCache(3, 64)) })
+}
+
+func watchMatchesModel(t *testing.T, metas *metaCache) {
 	steps := 500
 	if testing.Short() {
 		steps = 150
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	ts := openTestStore(t, nil, Config{MinLeaseTTL: 2})
+	if metas != nil {
+		ts.s.metas = metas
+	}
 	m := newModel(2)
 	g := &gen{rng: rng, m: m}
 	specs := []*watchSpec{
