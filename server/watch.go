@@ -5,9 +5,11 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/protobuf/proto"
 
@@ -174,13 +176,15 @@ func (ss *watchSession) send(ctx context.Context) error {
 			}
 			delete(pending, r.WatchId)
 		case hr := <-ss.ws.Chan():
-			r := ss.toWire(hr)
-			if hr.WatchID != -1 && !created[hr.WatchID] {
-				pending[hr.WatchID] = append(pending[hr.WatchID], r)
-				continue
-			}
-			if err := ss.sendEvents(r); err != nil {
-				return err
+			for _, hr := range coalesce(hr, ss.ws.Chan()) {
+				r := ss.toWire(hr)
+				if hr.WatchID != -1 && !created[hr.WatchID] {
+					pending[hr.WatchID] = append(pending[hr.WatchID], r)
+					continue
+				}
+				if err := ss.sendEvents(r); err != nil {
+					return err
+				}
 			}
 		case <-tick.C:
 			for id, on := range ss.progress {
@@ -191,6 +195,56 @@ func (ss *watchSession) send(ctx context.Context) error {
 			ss.active = map[int64]bool{}
 		}
 	}
+}
+
+// coalesceBytes bounds the keys and values of one coalesced response.
+const coalesceBytes = 1 << 20
+
+// coalesce takes first and the responses already queued behind it, at most
+// a stream buffer's worth, and joins consecutive event responses of the
+// same watcher into one. A synced watcher gets a response per revision;
+// when its client reads more slowly than revisions come, one message per
+// batch of revisions instead of per revision is what lets it keep up
+// rather than fall behind into catch-up from disk. etcd's clients take
+// responses of many revisions (catch-up sends them); the header revision
+// is the last one's. Progress notifications and cancellations stay
+// messages of their own, in order.
+func coalesce(first mvcc.WatchResponse, ch <-chan mvcc.WatchResponse) []mvcc.WatchResponse {
+	out := []mvcc.WatchResponse{first}
+	size := eventBytes(first.Events)
+	for range cap(ch) {
+		var next mvcc.WatchResponse
+		select {
+		case next = <-ch:
+		default:
+			return out
+		}
+		last := &out[len(out)-1]
+		n := eventBytes(next.Events)
+		if last.WatchID == next.WatchID && last.WatchID != -1 && len(last.Events) > 0 && len(next.Events) > 0 &&
+			last.CompactRevision == 0 && next.CompactRevision == 0 && size+n <= coalesceBytes {
+			// Clip: the first append copies, never writing into a slice
+			// the hub handed over.
+			last.Events = append(slices.Clip(last.Events), next.Events...)
+			last.Revision = next.Revision
+			size += n
+			continue
+		}
+		out = append(out, next)
+		size = n
+	}
+	return out
+}
+
+func eventBytes(evs []*mvccpb.Event) int {
+	n := 0
+	for _, ev := range evs {
+		n += len(ev.Kv.Key) + len(ev.Kv.Value)
+		if ev.PrevKv != nil {
+			n += len(ev.PrevKv.Key) + len(ev.PrevKv.Value)
+		}
+	}
+	return n
 }
 
 func (ss *watchSession) toWire(hr mvcc.WatchResponse) *pb.WatchResponse {

@@ -372,6 +372,13 @@ func runSelected(ctx context.Context, cfg *config, tab *table, selected []worklo
 				if cluster {
 					spread = "  member CPU s " + cpuDelta(cpu0, memberCPU(t.members))
 				}
+				// The tails that vary most between rounds, so a median
+				// can be read against its rounds.
+				for _, k := range []string{"list_page_p99_ms", "watch_p99_ms"} {
+					if v, ok := r.Extra[k]; ok {
+						spread += fmt.Sprintf("  %s %.1f", k, v)
+					}
+				}
 				logf("round %d %-7s %-8s %12.1f ops/s  p50 %8.3f ms  p99 %8.3f ms  errors %d%s",
 					round, t.name, w.id, r.OpsPerSec, r.P50Ms, r.P99Ms, r.Errors, spread)
 				runs[t.name] = append(runs[t.name], r)
