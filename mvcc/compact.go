@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -30,8 +31,16 @@ type compactor struct {
 
 var metaCompactDone = metaKey("compact-done")
 
-// compactChunk bounds the event-log entries examined per batch.
-const compactChunk = 10000
+// compactChunk bounds the event-log entries examined per batch, and
+// compactPause is the rest between batches, as etcd compacts 1000 keys at a
+// time with 10 ms between (--compaction-batch-limit,
+// --compaction-sleep-interval). Every member compacts when it applies the
+// same entry; in batches with rests, no member's compaction holds the CPU
+// and the database for longer than a batch at a time.
+const (
+	compactChunk = 1000
+	compactPause = 10 * time.Millisecond
+)
 
 func newCompactor(s *Store) *compactor {
 	c := &compactor{s: s, kickCh: make(chan struct{}, 1), stopCh: make(chan struct{}), doneCh: make(chan struct{})}
@@ -95,10 +104,12 @@ func (c *compactor) run() {
 			close(c.doneCh)
 			c.doneCh = make(chan struct{})
 			c.mu.Unlock()
-			select {
-			case <-c.stopCh:
-				return
-			default:
+			if next < target {
+				select {
+				case <-c.stopCh:
+					return
+				case <-time.After(compactPause):
+				}
 			}
 		}
 	}
