@@ -131,7 +131,9 @@ func (c *compactor) step(done, target int64) (int64, error) {
 	n := 0
 	for ok := it.First(); ok; ok = it.Next() {
 		r := decodeRevKey(it.Key())
-		if n >= compactChunk && r.Sub == 0 {
+		// Stop at a revision's first entry, and only past done: a revision
+		// with more entries than a chunk (a large txn) is taken whole.
+		if n >= compactChunk && r.Sub == 0 && r.Main-1 > done {
 			reached = r.Main - 1
 			break
 		}

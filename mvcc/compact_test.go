@@ -107,18 +107,18 @@ func keptVersions(hist map[string][]versionLog, target int64) int {
 // give the same answers before, during and after physical compaction, and
 // that exactly the superseded versions are gone.
 func TestCompactionPhysical(t *testing.T) {
-	n := 3 * compactChunk
+	n := 6 * compactChunk
 	if testing.Short() {
-		n = compactChunk + 500
+		n = 3 * compactChunk
 	}
 	ts := openTestStore(t, nil, Config{})
 	hist := compactionWorkload(ts, n, 97)
 	cur := ts.s.Rev()
-	target := cur - 2000
+	target := cur - int64(n)/4 // three quarters of the history: several chunks
 
 	all := &pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}}
 	reads := map[int64]*pb.RangeResponse{}
-	for _, rev := range []int64{target, target + 1, target + 1000, cur} {
+	for _, rev := range []int64{target, target + 1, (target + cur) / 2, cur} {
 		q := proto.Clone(all).(*pb.RangeRequest)
 		q.Revision = rev
 		reads[rev] = ts.rng(q)
@@ -258,5 +258,29 @@ func TestHashKVOfPastRevision(t *testing.T) {
 		if got := b.hash(rev); got != want {
 			t.Fatalf("store fed other batches: HashKV(%d) = %x, want %x", rev, got, want)
 		}
+	}
+}
+
+// TestCompactionLargeRevision: a revision with more event-log entries than a
+// compaction chunk (a txn of many puts, all still the newest versions of
+// their keys) must not stop physical compaction short of its target.
+func TestCompactionLargeRevision(t *testing.T) {
+	ts := openTestStore(t, nil, Config{})
+	for i := range compactChunk {
+		ts.must(putReq(fmt.Sprintf("a%05d", i), "v"))
+	}
+	big := &pb.TxnRequest{}
+	for i := range compactChunk + 100 {
+		big.Success = append(big.Success, opPut(fmt.Sprintf("b%05d", i), "v"))
+	}
+	ts.must(txnReq(big))
+	for i := range 100 {
+		ts.must(putReq(fmt.Sprintf("c%05d", i), "v"))
+	}
+	target := ts.s.Rev()
+	ts.must(compactReq(target))
+	waitCompacted(t, ts.s, target)
+	if got, want := countPrefix(t, ts.db, []byte{'v'}), 2*compactChunk+200; got != want {
+		t.Fatalf("%d versions after compaction, want %d (every key's newest)", got, want)
 	}
 }

@@ -36,7 +36,8 @@ type cachedMeta struct {
 // (a Kubernetes cluster's leases, endpoints, busy objects): a miss costs a
 // Pebble read, which was 87% of a put's apply on a leader with 4096 entries
 // and a 10,000-key working set (docs/benchmarks.md). Each entry costs about
-// 150 bytes of heap, so the cache stays under 3 MiB.
+// 150 bytes of heap, so the metas stay under 3 MiB; the values kept add up
+// to defaultMetaCacheValues more, and about 100 bytes per KeyValue.
 const defaultMetaCacheKeys = 16384
 
 // defaultMetaCacheValues bounds the bytes of keys and values kept for
@@ -68,6 +69,9 @@ func (c *metaCache) setKV(key []byte, m meta, exists bool, kv *mvccpb.KeyValue) 
 	}
 	c.entries[string(key)] = cachedMeta{m: m, exists: exists, kv: kv}
 	c.valueBytes += kvBytes(kv)
+	if c.valueBytes <= c.maxValues {
+		return
+	}
 	for k, e := range c.entries { // over budget: drop random values, keep the metas
 		if c.valueBytes <= c.maxValues {
 			break
@@ -108,13 +112,16 @@ func (w *writer) meta(key []byte) (meta, bool, error) {
 }
 
 // cachedKV returns the version of key that m describes if the cache kept
-// it, or nil.
+// it, or nil. A version the current request wrote is not an event's
+// previous version: a txn may put a key and then delete it with a range
+// from a lower key (etcd lets that through), and etcd's prev_kv for that
+// delete is the version before the txn, read at its revision minus one.
 func (w *writer) cachedKV(key []byte, m meta) *mvccpb.KeyValue {
 	if w.s == nil {
 		return nil
 	}
 	e, ok := w.s.metas.get(key)
-	if !ok || e.kv == nil || e.kv.ModRevision != m.Mod.Main {
+	if !ok || e.kv == nil || e.kv.ModRevision != m.Mod.Main || e.kv.ModRevision > w.rev {
 		return nil
 	}
 	return e.kv

@@ -590,6 +590,11 @@ func (g *gen) txnOp(depth int, pool *[]string) *pb.RequestOp {
 		return &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: g.putReq(pop())}}
 	case x < 6 && len(*pool) > 0:
 		d := &pb.DeleteRangeRequest{Key: []byte(pop()), PrevKv: g.chance(2)}
+		if g.chance(8) {
+			// From the key onwards: etcd's duplicate check lets it cover
+			// keys the txn puts, so a key may be put and deleted in one txn.
+			d.RangeEnd = []byte{0}
+		}
 		return &pb.RequestOp{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: d}}
 	case x < 7 && depth < 2:
 		return opTxn(g.txn(depth+1, pool))

@@ -21,7 +21,9 @@ type WatchResponse struct {
 
 // streamBuffer bounds what a watch stream may have queued. A watcher whose
 // events do not fit is moved aside and later caught up from disk, so a slow
-// client never blocks writes or other watchers, and memory stays bounded.
+// client never blocks writes or other watchers, and memory stays bounded:
+// at most twice this, as the stream's sender takes what is queued (to join
+// a watcher's responses into one message) while the hub refills it.
 const streamBuffer = 256
 
 // catchUpRevs bounds how many revisions one catch-up response carries.

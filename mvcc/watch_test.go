@@ -348,6 +348,7 @@ func watchMatchesModel(t *testing.T, metas *metaCache) {
 	g := &gen{rng: rng, m: m}
 	specs := []*watchSpec{
 		{name: "all from rev 1", key: []byte{0}, end: []byte{}, start: 1},
+		{name: "all with prev_kv, synced", key: []byte{0}, end: []byte{}, opts: WatchOptions{PrevKV: true}},
 		{name: "all, slow reader", key: []byte{0}, end: []byte{}, start: 1, slow: true, overflow: true},
 		{name: "prefix a, synced", key: []byte("a"), end: []byte("b"), openAt: steps / 3},
 		{name: "key b with prev_kv from history", key: []byte("b"), start: 2, opts: WatchOptions{PrevKV: true}, openAt: steps / 2},

@@ -36,8 +36,9 @@ func describe(rs []mvcc.WatchResponse) string {
 func TestCoalesce(t *testing.T) {
 	ch := make(chan mvcc.WatchResponse, 16)
 	a5, a6, a7, b7, a9, a10 := ev("a", 5, 1), ev("a", 6, 1), ev("a", 7, 1), ev("b", 7, 1), ev("a", 9, 1), ev("a", 10, 1)
-	first := evResp(1, 5, a5)
-	hubSlice := first.Events
+	// Spare capacity: an append that did not copy would write into it.
+	hubSlice := append(make([]*mvccpb.Event, 0, 8), a5)
+	first := mvcc.WatchResponse{WatchID: 1, Events: hubSlice, Revision: 5}
 	for _, r := range []mvcc.WatchResponse{
 		evResp(1, 6, a6),
 		evResp(1, 7, a7, b7),
@@ -61,7 +62,7 @@ func TestCoalesce(t *testing.T) {
 	if got != want {
 		t.Fatalf("coalesce:\n got %s\nwant %s", got, want)
 	}
-	if len(hubSlice) != 1 || hubSlice[0] != a5 {
+	if len(hubSlice) != 1 || hubSlice[0] != a5 || hubSlice[:2][1] != nil {
 		t.Fatal("coalescing wrote into the slice the hub handed over")
 	}
 	if len(ch) != 0 {
