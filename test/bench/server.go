@@ -18,6 +18,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/ballast-kv/ballast/test/internal/harness"
 )
 
 // server is one etcd or Ballast process on 127.0.0.1 ports, started with
@@ -43,15 +45,17 @@ type server struct {
 	log    *os.File
 }
 
-// freePort asks the kernel for an unused 127.0.0.1 port. Another process
-// could take it before the server binds it; startup then fails loudly.
+// freePort picks an unused 127.0.0.1 port below the ephemeral range, never
+// the same one twice, as the test harness does. A port from the kernel's
+// ephemeral range could be taken by one of the bench's own connections
+// before the server bound it, which once failed a run.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := harness.PickAddr("127.0.0.1")
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	_, port, _ := net.SplitHostPort(addr)
+	return strconv.Atoi(port)
 }
 
 func newServer(name, bin string, extra []string, dir string) (*server, error) {

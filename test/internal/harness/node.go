@@ -222,7 +222,18 @@ var (
 	given   = map[string]bool{} // addresses FreeAddr has returned
 )
 
-// FreeAddr returns an address on ip with a port that was free a moment ago.
+// FreeAddr returns an address on ip with a port that was free a moment ago
+// (PickAddr), and fails the test if there is none.
+func FreeAddr(t testing.TB, ip string) string {
+	t.Helper()
+	addr, err := PickAddr(ip)
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	return addr
+}
+
+// PickAddr returns an address on ip with a port that was free a moment ago.
 // Another process can take it before the server binds it; the server then
 // exits and WaitReady reports its log.
 //
@@ -231,11 +242,10 @@ var (
 // down, and a dialer retrying a dead 127.0.0.1 port can even connect a
 // socket to itself on it.
 //
-// A port is handed out at most once per test process: two calls a moment
-// apart could otherwise both find the same port free (a member was once
-// given one port for both its client and peer URLs).
-func FreeAddr(t testing.TB, ip string) string {
-	t.Helper()
+// A port is handed out at most once per process: two calls a moment apart
+// could otherwise both find the same port free (a member was once given one
+// port for both its client and peer URLs).
+func PickAddr(ip string) (string, error) {
 	givenMu.Lock()
 	defer givenMu.Unlock()
 	for range 1000 {
@@ -250,10 +260,9 @@ func FreeAddr(t testing.TB, ip string) string {
 		}
 		l.Close()
 		given[addr] = true
-		return addr
+		return addr, nil
 	}
-	t.Fatalf("harness: no free port on %s below the ephemeral range", ip)
-	return ""
+	return "", fmt.Errorf("no free port on %s below the ephemeral range", ip)
 }
 
 func (n *Node) spawn() {
