@@ -161,7 +161,11 @@ func (w *writer) put(p *pb.PutRequest) (*pb.PutResponse, error) {
 	}
 	kv := &mvccpb.KeyValue{Key: p.Key, CreateRevision: m.Create, ModRevision: rev.Main, Version: m.Version, Value: value, Lease: lease}
 	w.b.Set(latestKey(p.Key), m.encode(), nil)
-	w.s.metas.setKV(p.Key, m, true, kv)
+	keep := kv
+	if w.s.hub.prevWatchers.Load() == 0 {
+		keep = nil // no watcher wants it as prev_kv: spare the memory
+	}
+	w.s.metas.setKV(p.Key, m, true, keep)
 	w.b.Set(versionKey(p.Key, rev), []byte{versionPut}, nil)
 	rec := record{Kind: kindPut, Key: p.Key, Create: m.Create, Version: m.Version, Lease: lease, Value: value}
 	w.b.Set(revKey(rev), rec.encode(), nil)

@@ -16,9 +16,10 @@ import "go.etcd.io/etcd/api/v3/mvccpb"
 // not.
 //
 // A key's entry also keeps the version its put event carried, while the
-// values kept stay within a byte budget: when the key next changes, that
-// version is the event's prev_kv, which Kubernetes' watchers all ask for,
-// and it then costs no read of the event log on the apply goroutine.
+// values kept stay within a byte budget and some watcher asks for prev_kv:
+// when the key next changes, that version is the event's prev_kv, which
+// Kubernetes' watchers all ask for, and it then costs no read of the event
+// log on the apply goroutine.
 type metaCache struct {
 	max        int
 	entries    map[string]cachedMeta

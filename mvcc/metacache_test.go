@@ -59,3 +59,65 @@ func TestMetaCacheValueBudget(t *testing.T) {
 		t.Fatalf("after reset: %d entries, %d value bytes", len(c.entries), c.valueBytes)
 	}
 }
+
+// TestMetaCacheValuesOnlyForPrevKVWatchers: apply keeps values for prev_kv
+// only while a watcher asks for prev_kv, and the count of such watchers
+// follows Watch, Cancel and Close.
+func TestMetaCacheValuesOnlyForPrevKVWatchers(t *testing.T) {
+	ts := openTestStore(t, nil, Config{})
+	ts.must(putReq("a", "1"))
+	if ts.s.metas.valueBytes != 0 {
+		t.Fatalf("%d value bytes kept with no prev_kv watcher", ts.s.metas.valueBytes)
+	}
+	ws := ts.s.NewWatchStream()
+	if _, _, err := ws.Watch(0, []byte("a"), nil, 0, WatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ts.must(putReq("a", "2"))
+	if ts.s.metas.valueBytes != 0 {
+		t.Fatalf("%d value bytes kept with only a watcher without prev_kv", ts.s.metas.valueBytes)
+	}
+	withPrev, _, err := ws.Watch(0, []byte("a"), nil, 0, WatchOptions{PrevKV: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.must(putReq("a", "3"))
+	if got := ts.s.metas.valueBytes; got != len("a3") {
+		t.Fatalf("%d value bytes kept with a prev_kv watcher, want %d", got, len("a3"))
+	}
+	ts.must(putReq("a", "4"))
+	// The prev_kv watcher got version 3 as the previous version of 4.
+	pollUntil(t, watchDeadline, "the prev_kv watcher's second event", func() bool {
+		for {
+			select {
+			case r := <-ws.Chan():
+				for _, ev := range r.Events {
+					if r.WatchID == withPrev && string(ev.Kv.Value) == "4" {
+						if ev.PrevKv == nil || string(ev.PrevKv.Value) != "3" {
+							t.Fatalf("prev_kv of a=4 is %v, want a=3", ev.PrevKv)
+						}
+						return true
+					}
+				}
+			default:
+				return false
+			}
+		}
+	})
+	ws.Cancel(withPrev)
+	if n := ts.s.hub.prevWatchers.Load(); n != 0 {
+		t.Fatalf("%d prev_kv watchers after Cancel", n)
+	}
+	ws.Close()
+	if n := ts.s.hub.prevWatchers.Load(); n != 0 {
+		t.Fatalf("%d prev_kv watchers after Close", n)
+	}
+	ws2 := ts.s.NewWatchStream()
+	if _, _, err := ws2.Watch(0, []byte("b"), nil, 0, WatchOptions{PrevKV: true}); err != nil {
+		t.Fatal(err)
+	}
+	ws2.Close()
+	if n := ts.s.hub.prevWatchers.Load(); n != 0 {
+		t.Fatalf("%d prev_kv watchers after closing a stream that had one", n)
+	}
+}

@@ -3,6 +3,7 @@ package mvcc
 import (
 	"bytes"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -82,9 +83,12 @@ type hub struct {
 	byKey    map[string]map[*watcher]bool // synced single-key watchers
 	ranges   map[*watcher]bool            // synced range watchers
 	unsynced map[*watcher]bool
-	kickCh   chan struct{}
-	stopCh   chan struct{}
-	wg       sync.WaitGroup
+	// prevWatchers counts the watchers that asked for prev_kv; while there
+	// are none, apply keeps no values in its meta cache for them.
+	prevWatchers atomic.Int64
+	kickCh       chan struct{}
+	stopCh       chan struct{}
+	wg           sync.WaitGroup
 }
 
 func newHub(s *Store) *hub {
@@ -141,6 +145,9 @@ func (ws *WatchStream) Watch(id int64, key, end []byte, startRev int64, o WatchO
 	}
 	w := &watcher{id: id, ws: ws, key: key, end: end, prevKV: o.PrevKV, noPut: o.NoPut, noDelete: o.NoDelete, start: startRev}
 	ws.watchers[id] = w
+	if w.prevKV {
+		h.prevWatchers.Add(1)
+	}
 	if startRev == 0 || startRev > h.rev {
 		w.minRev = max(h.rev+1, startRev)
 		h.addSynced(w)
@@ -235,7 +242,11 @@ func (h *hub) removeSynced(w *watcher) {
 	}
 }
 
+// remove forgets w; every watcher is removed once, by Cancel or Close.
 func (h *hub) remove(w *watcher) {
+	if w.prevKV {
+		h.prevWatchers.Add(-1)
+	}
 	if w.synced {
 		h.removeSynced(w)
 	} else {
