@@ -14,6 +14,7 @@ var (
 	ErrCorruptCluster  = errors.New("mvcc: corrupt cluster")
 	ErrEmptyWatchRange = errors.New("mvcc: watcher range is empty")
 	ErrDuplicateWatch  = errors.New("mvcc: duplicate watch ID provided on the WatchStream")
+	ErrStreamClosed    = errors.New("mvcc: watch stream closed")
 	ErrClosed          = errors.New("mvcc: store closed")
 	ErrMemberNotFound  = errors.New("mvcc: member not found")
 )

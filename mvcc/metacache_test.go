@@ -1,6 +1,7 @@
 package mvcc
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -119,5 +120,44 @@ func TestMetaCacheValuesOnlyForPrevKVWatchers(t *testing.T) {
 	ws2.Close()
 	if n := ts.s.hub.prevWatchers.Load(); n != 0 {
 		t.Fatalf("%d prev_kv watchers after closing a stream that had one", n)
+	}
+	// A watch asked for on a stream already closed is refused: it would
+	// never be removed.
+	if _, _, err := ws2.Watch(0, []byte("c"), nil, 0, WatchOptions{PrevKV: true}); !errors.Is(err, ErrStreamClosed) {
+		t.Fatalf("Watch on a closed stream: %v, want ErrStreamClosed", err)
+	}
+	if n, w := ts.s.hub.prevWatchers.Load(), ts.s.Watchers(); n != 0 || w != 0 {
+		t.Fatalf("%d prev_kv watchers, %d watchers after a watch on a closed stream", n, w)
+	}
+
+	// A watcher canceled by compaction stays counted until the client
+	// cancels it, then is not.
+	ws3 := ts.s.NewWatchStream()
+	defer ws3.Close()
+	for _, v := range []string{"1", "2", "3"} {
+		ts.must(putReq("d", v))
+	}
+	old := ts.s.Rev() - 1
+	ts.must(compactReq(ts.s.Rev()))
+	id, _, err := ws3.Watch(0, []byte("d"), nil, old, WatchOptions{PrevKV: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, watchDeadline, "the compaction cancel", func() bool {
+		select {
+		case r := <-ws3.Chan():
+			return r.CompactRevision != 0
+		default:
+			return false
+		}
+	})
+	if n := ts.s.hub.prevWatchers.Load(); n != 1 {
+		t.Fatalf("%d prev_kv watchers after a compaction cancel, want 1 until the client cancels", n)
+	}
+	if !ws3.Cancel(id) {
+		t.Fatal("Cancel of the compacted watcher: not found")
+	}
+	if n := ts.s.hub.prevWatchers.Load(); n != 0 {
+		t.Fatalf("%d prev_kv watchers after canceling the compacted watcher", n)
 	}
 }

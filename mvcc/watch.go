@@ -131,6 +131,11 @@ func (ws *WatchStream) Watch(id int64, key, end []byte, startRev int64, o WatchO
 	h := ws.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if ws.closed {
+		// A client's stream can end while its request to watch is still
+		// being handled; a watcher added now would never be removed.
+		return -1, h.rev, ErrStreamClosed
+	}
 	if len(end) > 0 && bytes.Compare(key, end) >= 0 {
 		return -1, h.rev, ErrEmptyWatchRange
 	}

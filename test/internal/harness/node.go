@@ -219,7 +219,7 @@ func (n *Node) identityFlags(more ...string) []string {
 
 var (
 	givenMu sync.Mutex
-	given   = map[string]bool{} // addresses FreeAddr has returned
+	given   = map[string]bool{} // addresses PickAddr has returned
 )
 
 // FreeAddr returns an address on ip with a port that was free a moment ago
@@ -237,7 +237,7 @@ func FreeAddr(t testing.TB, ip string) string {
 // Another process can take it before the server binds it; the server then
 // exits and WaitReady reports its log.
 //
-// Ports come from below Linux's ephemeral range (32768-60999): a port from
+// Ports come from outside Linux's ephemeral range (portWindow): a port from
 // that range can be taken by any outgoing connection while its member is
 // down, and a dialer retrying a dead 127.0.0.1 port can even connect a
 // socket to itself on it.
@@ -248,8 +248,9 @@ func FreeAddr(t testing.TB, ip string) string {
 func PickAddr(ip string) (string, error) {
 	givenMu.Lock()
 	defer givenMu.Unlock()
+	lo, hi := portWindow()
 	for range 1000 {
-		port := 20000 + rand.IntN(12000)
+		port := lo + rand.IntN(hi-lo)
 		addr := net.JoinHostPort(ip, strconv.Itoa(port))
 		if given[addr] {
 			continue
@@ -262,7 +263,30 @@ func PickAddr(ip string) (string, error) {
 		given[addr] = true
 		return addr, nil
 	}
-	return "", fmt.Errorf("no free port on %s below the ephemeral range", ip)
+	return "", fmt.Errorf("no free port on %s in [%d, %d), outside the ephemeral range", ip, lo, hi)
+}
+
+// portWindow is [lo, hi) of ports outside this host's ephemeral range
+// (net.ipv4.ip_local_port_range, 32768-60999 by default): below it when
+// there is room, else above it, else 20000-32000 as on a default host.
+func portWindow() (lo, hi int) {
+	eLo, eHi := 32768, 60999
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if a, err := strconv.Atoi(f[0]); err == nil {
+				if z, err := strconv.Atoi(f[1]); err == nil {
+					eLo, eHi = a, z
+				}
+			}
+		}
+	}
+	switch {
+	case eLo-10000 >= 2000:
+		return 10000, eLo
+	case 65536-(eHi+1) >= 2000:
+		return eHi + 1, 65536
+	}
+	return 20000, 32000
 }
 
 func (n *Node) spawn() {
