@@ -26,6 +26,10 @@ type writer struct {
 
 	index uint64     // Raft index of the entry being applied
 	auth  *AuthState // the batch's auth state once a request changed it
+
+	// keepPrev: some watcher asks for prev_kv, so puts keep their versions
+	// in the meta cache and events carry their cached previous versions.
+	keepPrev bool
 }
 
 // revEvents are the events of one revision, for the watch hub.
@@ -126,7 +130,7 @@ func (w *writer) put(p *pb.PutRequest) (*pb.PutResponse, error) {
 	}
 	resp := &pb.PutResponse{}
 	var prev *mvccpb.KeyValue
-	if exists {
+	if exists && (w.keepPrev || p.PrevKv || p.IgnoreValue) {
 		prev = w.cachedKV(p.Key, old)
 	}
 	var oldValue []byte
@@ -161,11 +165,11 @@ func (w *writer) put(p *pb.PutRequest) (*pb.PutResponse, error) {
 	}
 	kv := &mvccpb.KeyValue{Key: p.Key, CreateRevision: m.Create, ModRevision: rev.Main, Version: m.Version, Value: value, Lease: lease}
 	w.b.Set(latestKey(p.Key), m.encode(), nil)
-	keep := kv
-	if w.s.hub.prevWatchers.Load() == 0 {
-		keep = nil // no watcher wants it as prev_kv: spare the memory
+	if w.keepPrev {
+		w.s.metas.setKV(p.Key, m, true, kv)
+	} else {
+		w.s.metas.set(p.Key, m, true) // no watcher wants it as prev_kv: spare the memory
 	}
-	w.s.metas.setKV(p.Key, m, true, keep)
 	w.b.Set(versionKey(p.Key, rev), []byte{versionPut}, nil)
 	rec := record{Kind: kindPut, Key: p.Key, Create: m.Create, Version: m.Version, Lease: lease, Value: value}
 	w.b.Set(revKey(rev), rec.encode(), nil)
@@ -203,7 +207,10 @@ func (w *writer) tombstone(key []byte) error {
 	if old.Lease != 0 {
 		w.b.Delete(attachedKey(old.Lease, key), nil)
 	}
-	prev := w.cachedKV(key, old)
+	var prev *mvccpb.KeyValue
+	if w.keepPrev {
+		prev = w.cachedKV(key, old)
+	}
 	rev := w.nextRev()
 	w.b.Delete(latestKey(key), nil)
 	w.s.metas.set(key, meta{}, false)

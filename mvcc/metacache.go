@@ -60,16 +60,16 @@ func (c *metaCache) set(key []byte, m meta, exists bool) { c.setKV(key, m, exist
 // itself.
 func (c *metaCache) setKV(key []byte, m meta, exists bool, kv *mvccpb.KeyValue) {
 	if old, ok := c.entries[string(key)]; ok {
-		c.valueBytes -= kvBytes(old.kv)
+		c.valueBytes -= KVBytes(old.kv)
 	} else if len(c.entries) >= c.max {
 		for k, e := range c.entries { // map order is random: random eviction
-			c.valueBytes -= kvBytes(e.kv)
+			c.valueBytes -= KVBytes(e.kv)
 			delete(c.entries, k)
 			break
 		}
 	}
 	c.entries[string(key)] = cachedMeta{m: m, exists: exists, kv: kv}
-	c.valueBytes += kvBytes(kv)
+	c.valueBytes += KVBytes(kv)
 	if c.valueBytes <= c.maxValues {
 		return
 	}
@@ -78,14 +78,16 @@ func (c *metaCache) setKV(key []byte, m meta, exists bool, kv *mvccpb.KeyValue) 
 			break
 		}
 		if e.kv != nil {
-			c.valueBytes -= kvBytes(e.kv)
+			c.valueBytes -= KVBytes(e.kv)
 			e.kv = nil
 			c.entries[k] = e
 		}
 	}
 }
 
-func kvBytes(kv *mvccpb.KeyValue) int {
+// KVBytes is the size of kv's key and value, 0 for nil: what a cache or a
+// message holding it is bounded by.
+func KVBytes(kv *mvccpb.KeyValue) int {
 	if kv == nil {
 		return 0
 	}

@@ -34,7 +34,7 @@ func TestMetaCacheValueBudget(t *testing.T) {
 		}
 		sum := 0
 		for k, e := range c.entries {
-			sum += kvBytes(e.kv)
+			sum += KVBytes(e.kv)
 			if rev, ok := latest[k]; ok != e.exists || (ok && e.m.Mod.Main != rev) {
 				t.Fatalf("step %d: key %s cached as (%v, %d), latest (%v, %d)", i, k, e.exists, e.m.Mod.Main, ok, rev)
 			}

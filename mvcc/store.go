@@ -222,7 +222,9 @@ func (s *Store) Apply(entries []Entry) []any {
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
 	base.r = b
-	w := &writer{view: base, s: s, b: b}
+	// One look per batch at whether any watcher wants prev_kv (a watcher
+	// added meanwhile finds its first previous versions by a read).
+	w := &writer{view: base, s: s, b: b, keepPrev: s.hub.prevWatchers.Load() > 0}
 	var events []revEvents
 	last := applied
 	for i, e := range entries {

@@ -239,10 +239,7 @@ func coalesce(first mvcc.WatchResponse, ch <-chan mvcc.WatchResponse) []mvcc.Wat
 func eventBytes(evs []*mvccpb.Event) int {
 	n := 0
 	for _, ev := range evs {
-		n += len(ev.Kv.Key) + len(ev.Kv.Value)
-		if ev.PrevKv != nil {
-			n += len(ev.PrevKv.Key) + len(ev.PrevKv.Value)
-		}
+		n += mvcc.KVBytes(ev.Kv) + mvcc.KVBytes(ev.PrevKv)
 	}
 	return n
 }

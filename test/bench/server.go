@@ -45,8 +45,8 @@ type server struct {
 	log    *os.File
 }
 
-// freePort picks an unused 127.0.0.1 port below the ephemeral range, never
-// the same one twice, as the test harness does. A port from the kernel's
+// freePort picks an unused 127.0.0.1 port outside the ephemeral range,
+// never the same one twice, as the test harness does. A port from the kernel's
 // ephemeral range could be taken by one of the bench's own connections
 // before the server bound it, which once failed a run.
 func freePort() (int, error) {

@@ -269,7 +269,8 @@ func PickAddr(ip string) (string, error) {
 // portWindow is [lo, hi) of ports outside this host's ephemeral range
 // (net.ipv4.ip_local_port_range, 32768-60999 by default): below it when
 // there is room, else above it, else 20000-32000 as on a default host.
-func portWindow() (lo, hi int) {
+// The range is read once per process.
+var portWindow = sync.OnceValues(func() (lo, hi int) {
 	eLo, eHi := 32768, 60999
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(b)); len(f) == 2 {
@@ -287,7 +288,7 @@ func portWindow() (lo, hi int) {
 		return eHi + 1, 65536
 	}
 	return 20000, 32000
-}
+})
 
 func (n *Node) spawn() {
 	n.t.Helper()
